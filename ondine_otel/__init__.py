@@ -1,0 +1,10 @@
+"""OpenTelemetry traces and metrics for ondine pipelines.
+
+The public surface only; see the README for the entries (instrument(), zero-code, observers).
+"""
+
+from ondine_otel.instrumentor import OndineInstrumentor
+from ondine_otel.observer import OtelObserver
+from ondine_otel.version import __version__
+
+__all__ = ["OndineInstrumentor", "OtelObserver", "__version__"]

@@ -85,7 +85,9 @@ METRIC_RUN_ROWS_EXPECTED = "ondine.run.rows.expected"  # ondine_run_rows_expecte
 METRIC_RUN_COST = "ondine.run.cost.usd"  # ondine_run_cost_usd
 METRIC_RUN_START = "ondine.run.start.timestamp"  # ondine_run_start_timestamp_seconds (unit s)
 METRIC_LAST_SUCCESS = "ondine.last_success.timestamp"  # ondine_last_success_timestamp_seconds
-METRIC_GENAI_DURATION = "gen_ai.client.operation.duration"  # gen_ai_client_operation_duration_seconds
+METRIC_GENAI_DURATION = (
+    "gen_ai.client.operation.duration"  # gen_ai_client_operation_duration_seconds
+)
 METRIC_GENAI_TOKENS = "gen_ai.client.token.usage"  # gen_ai_client_token_usage
 
 # Prometheus series names of the contract (section 3), as users type them in PromQL.

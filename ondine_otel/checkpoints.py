@@ -1,0 +1,74 @@
+"""StateManager wrappers: checkpoints as span events, and the trace context carried across resume.
+
+ondine's checkpoint JSON has no trace ids, so a resumed run would start an unrelated trace. Before
+each save we store the run's traceparent in `intermediate_data` (which ondine serialises); on
+load we read it back and hand it to the resumed run as a span Link.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ondine_otel import ids, semconv
+from ondine_otel.guard import report
+from ondine_otel.observer import ACTIVE_RUNS, PENDING_RESTORES
+from ondine_otel.run import RestoredCheckpoint, checkpoint_attributes
+
+
+def _context_arg(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return args[0] if args else kwargs.get("context")
+
+
+def checkpoint_size(state_manager: Any, session_id: Any) -> int | None:
+    """Bytes of the checkpoint file just written, where the storage is a local file."""
+    path_for = getattr(getattr(state_manager, "storage", None), "_get_checkpoint_path", None)
+    if not callable(path_for):
+        return None
+    try:
+        return os.path.getsize(path_for(session_id))
+    except (OSError, TypeError, ValueError):
+        return None
+
+
+def wrap_save(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Around `StateManager.save_checkpoint(context)`."""
+    context = _context_arg(args, kwargs)
+    run = ACTIVE_RUNS.get(getattr(context, "session_id", None))
+    if run is not None:
+        try:
+            traceparent = run.traceparent()
+            data = getattr(context, "intermediate_data", None)
+            if traceparent and isinstance(data, dict):
+                data[semconv.CHECKPOINT_TRACEPARENT_KEY] = traceparent
+        except Exception as error:
+            report("storing the trace context in a checkpoint", error)
+    saved = wrapped(*args, **kwargs)
+    if run is not None:
+        try:
+            size = checkpoint_size(instance, run.session_id) if saved else None
+            run.checkpoint(bool(saved), size)
+        except Exception as error:
+            report("recording a checkpoint event", error)
+    return saved
+
+
+def wrap_load(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Around `StateManager.load_checkpoint(session_id)`: remember the crashed run's context."""
+    context = wrapped(*args, **kwargs)
+    if context is None:
+        return context
+    try:
+        data = getattr(context, "intermediate_data", None)
+        raw = data.get(semconv.CHECKPOINT_TRACEPARENT_KEY) if isinstance(data, dict) else None
+        parent = ids.parse_traceparent(raw)
+        attributes = checkpoint_attributes(context)
+        attributes[semconv.ATTR_CHECKPOINT_SAVED] = True
+        if parent is not None:
+            attributes[semconv.ATTR_RESUMED_FROM_TRACE_ID] = f"{parent.trace_id:032x}"
+        PENDING_RESTORES.put(
+            getattr(context, "session_id", None), RestoredCheckpoint(parent, attributes)
+        )
+    except Exception as error:
+        report("reading the trace context from a checkpoint", error)
+    return context

@@ -1,0 +1,145 @@
+"""OtelObserver: ondine's legacy ExecutionObserver hooks -> RunTelemetry, every hook guarded.
+
+ondine calls these hooks without a try/except (an exception here would kill the user's job), so
+each one goes through `guarded`. The observer holds no per-run state of its own: runs live in the
+process-wide registry keyed by session id, which also lets several entries (instrumentor,
+`add_observer`, `with_observer`) coexist without doubling spans: the first to start a run owns it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ondine.orchestration.observers import (
+    CostTrackingObserver,
+    ExecutionObserver,
+    LoggingObserver,
+    ProgressBarObserver,
+)
+from opentelemetry.trace import TracerProvider
+
+from ondine_otel import modelname, semconv
+from ondine_otel.active_runs import Registry
+from ondine_otel.guard import guarded
+from ondine_otel.run import RestoredCheckpoint, RunListener, RunTelemetry
+from ondine_otel.tracing import tracer_for
+
+#: Runs in flight, by session id.
+ACTIVE_RUNS: Registry[RunTelemetry] = Registry()
+#: Checkpoints just loaded by StateManager, waiting for their resumed run to start.
+PENDING_RESTORES: Registry[RestoredCheckpoint] = Registry()
+
+
+def ensure_default_observers(pipeline: Any) -> None:
+    """Give the pipeline ondine's own default observers if telemetry is all it has.
+
+    ondine installs its progress bar and logging observers only when a pipeline has none, so
+    merely attaching ours would silence them; turning telemetry on must not change what the job
+    shows.
+    """
+    observers = getattr(pipeline, "observers", None)
+    if not isinstance(observers, list):
+        return
+    if all(isinstance(existing, OtelObserver) for existing in observers):
+        observers.extend([ProgressBarObserver(), LoggingObserver(), CostTrackingObserver()])
+
+
+class OtelObserver(ExecutionObserver):
+    """Turns one pipeline's execution hooks into a trace (and, with a listener, metrics)."""
+
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None = None,
+        *,
+        pipeline_name: str = semconv.DEFAULT_PIPELINE_NAME,
+        progress_interval: float = 5.0,
+        listener: RunListener | None = None,
+        on_run_started: Callable[[RunTelemetry], None] | None = None,
+    ) -> None:
+        self._tracer_provider = tracer_provider
+        self.pipeline_name = pipeline_name
+        self.progress_interval = progress_interval
+        self.listener = listener
+        self._on_run_started = on_run_started
+
+    def _run(self, context: Any) -> RunTelemetry | None:
+        """The run this observer owns for `context`, if any."""
+        run = ACTIVE_RUNS.get(getattr(context, "session_id", None))
+        return run if run is not None and run.owner is self else None
+
+    @guarded("on_pipeline_start")
+    def on_pipeline_start(self, pipeline: Any, context: Any) -> None:
+        session_id = getattr(context, "session_id", None)
+        existing = ACTIVE_RUNS.get(session_id)
+        if existing is not None and not existing.finished:
+            return  # another entry already traces this run
+        ensure_default_observers(pipeline)
+        provider, model = modelname.from_pipeline(pipeline)
+        run = RunTelemetry(
+            context,
+            tracer_for(self._tracer_provider),
+            owner=self,
+            pipeline_name=self.pipeline_name,
+            provider=provider,
+            model=model,
+            progress_interval=self.progress_interval,
+            listener=self.listener,
+            restored=PENDING_RESTORES.pop(session_id),
+        )
+        ACTIVE_RUNS.put(session_id, run)
+        if self.listener is not None:
+            self.listener.run_started(run)
+        if self._on_run_started is not None:
+            self._on_run_started(run)
+
+    @guarded("on_stage_start")
+    def on_stage_start(self, stage: Any, context: Any) -> None:
+        run = self._run(context)
+        if run is not None:
+            run.stage_started(_stage_name(stage))
+
+    @guarded("on_stage_complete")
+    def on_stage_complete(self, stage: Any, context: Any, result: Any) -> None:
+        run = self._run(context)
+        if run is not None:
+            run.stage_ended(_stage_name(stage))
+
+    @guarded("on_stage_error")
+    def on_stage_error(self, stage: Any, context: Any, error: Exception) -> None:
+        run = self._run(context)
+        if run is not None:
+            run.stage_ended(_stage_name(stage), error)
+
+    @guarded("on_pipeline_complete")
+    def on_pipeline_complete(self, context: Any, result: Any) -> None:
+        self.finish(context)
+
+    @guarded("on_pipeline_error")
+    def on_pipeline_error(self, context: Any, error: Exception) -> None:
+        self.finish(context, error)
+
+    @guarded("on_progress_update")
+    def on_progress_update(self, context: Any) -> None:
+        run = self._run(context)
+        if run is not None:
+            run.progress()
+
+    def finish(self, context: Any, error: BaseException | None = None) -> None:
+        """End this observer's run for `context` (idempotent) and forget it."""
+        run = self._run(context)
+        if run is None:
+            return
+        run.finish(error)
+        ACTIVE_RUNS.remove(run.session_id, run)
+
+
+def finish_run(run: RunTelemetry, error: BaseException | None = None) -> None:
+    """End a run found outside its observer (the execute wrapper's safety net)."""
+    run.finish(error)
+    ACTIVE_RUNS.remove(run.session_id, run)
+
+
+def _stage_name(stage: Any) -> str:
+    name = getattr(stage, "name", None)
+    return str(name) if name else type(stage).__name__

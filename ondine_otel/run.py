@@ -1,0 +1,361 @@
+"""RunTelemetry: everything about one ondine run, from its first hook to its single end.
+
+One object owns the run span, the current stage span, the context tokens that make them
+current, the baselines that turn ondine's cumulative totals into what this run added, and the
+resume link. Callers (observer hooks, checkpoint wrappers, the execute wrapper) stay thin and
+never need to agree on ordering: `finish` is idempotent and unwinds whatever is still open.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode, TraceFlags, Tracer
+
+from ondine_otel import ids, semconv, snapshot
+from ondine_otel.guard import report
+from ondine_otel.tracing import parent_context, record_error, span_attributes, start_span_with_ids
+
+
+@dataclass(frozen=True)
+class RestoredCheckpoint:
+    """What a resumed run learns from the checkpoint it was restored from."""
+
+    traceparent: ids.TraceParent | None
+    attributes: dict[str, Any]
+
+
+class RunListener(Protocol):
+    """What metrics (or any other sink) hear about a run, beyond what spans record."""
+
+    def run_started(self, run: RunTelemetry) -> None: ...
+
+    def run_finished(self, run: RunTelemetry, status: str, duration_s: float) -> None: ...
+
+    def stage_finished(
+        self, run: RunTelemetry, stage: str, status: str, seconds: float
+    ) -> None: ...
+
+    def checkpoint_saved(self, run: RunTelemetry, saved: bool) -> None: ...
+
+
+@dataclass
+class _Stage:
+    name: str
+    span: Span
+    token: object
+    started: float
+    cost_at_start: float
+    tokens_at_start: int
+
+
+class RunTelemetry:
+    """The telemetry state of one pipeline run, keyed by ondine's `session_id`."""
+
+    def __init__(
+        self,
+        context: Any,
+        tracer: Tracer,
+        *,
+        owner: object,
+        pipeline_name: str = semconv.DEFAULT_PIPELINE_NAME,
+        provider: str | None = None,
+        model: str | None = None,
+        progress_interval: float = 5.0,
+        listener: RunListener | None = None,
+        restored: RestoredCheckpoint | None = None,
+    ) -> None:
+        self.context = context
+        self.owner = owner
+        self.session_id = str(getattr(context, "session_id", ""))
+        self.pipeline_name = pipeline_name
+        self.provider = provider
+        self.model = model
+        self.restored = restored
+        self.listener = listener
+        self.start_wall = time.time()
+        self._start_mono = time.monotonic()
+        start = snapshot.take(context)
+        # What ondine carried in from a checkpoint is not this run's work.
+        self.baseline_cost = start.cost_usd
+        self.baseline_tokens = start.tokens_total
+        self.baseline_input = start.tokens_input or 0
+        self.baseline_output = start.tokens_output or 0
+        self.llm_spans_emitted = 0
+        self.llm_spans_dropped = 0
+        self._tracer = tracer
+        self._progress_interval = progress_interval
+        self._last_progress = -float("inf")
+        self._stage: _Stage | None = None
+        self._stage_count = 0
+        self._run_token: object | None = None
+        self._lock = threading.Lock()
+        self._finished = False
+        self.span = self._start_run_span()
+
+    # --- start -------------------------------------------------------------------------
+    def _start_run_span(self) -> Span:
+        original_trace_id = getattr(self.context, "trace_id", None)
+        mapped = ids.map_ids(original_trace_id, getattr(self.context, "span_id", None))
+        parent = parent_context()
+        parent_span = trace.get_current_span(parent).get_span_context()
+        links: list[Link] = []
+        if self.restored is not None and self.restored.traceparent is not None:
+            crashed = self.restored.traceparent
+            links.append(
+                Link(
+                    SpanContext(
+                        crashed.trace_id,
+                        crashed.span_id,
+                        is_remote=True,
+                        trace_flags=TraceFlags(TraceFlags.SAMPLED if crashed.sampled else 0),
+                    ),
+                    {"ondine.link.type": "resumed_from"},
+                )
+            )
+        start = snapshot.take(self.context)
+        span = start_span_with_ids(
+            self._tracer,
+            semconv.SPAN_RUN,
+            trace_id=mapped.trace_id,
+            span_id=mapped.span_id,
+            parent=parent,
+            links=links,
+            attributes=span_attributes(
+                {
+                    semconv.ATTR_SESSION_ID: self.session_id,
+                    semconv.ATTR_PIPELINE_ID: _text(getattr(self.context, "pipeline_id", None)),
+                    semconv.ATTR_PIPELINE_NAME: self.pipeline_name,
+                    semconv.ATTR_TRACE_ID: _text(original_trace_id) or "",
+                    semconv.ATTR_ROWS_TOTAL: start.rows_total,
+                    semconv.ATTR_RESUMED: self.resumed,
+                    semconv.GEN_AI_REQUEST_MODEL: self.model,
+                    semconv.GEN_AI_PROVIDER_NAME: self.provider,
+                }
+            ),
+        )
+        effective = span.get_span_context()
+        if parent_span.is_valid and effective.is_valid:
+            # Joined an outer trace: let ondine's own logs and events name the same trace.
+            try:
+                self.context.trace_id = ids.uuid_from_trace_id(effective.trace_id)
+            except Exception as error:
+                report("writing trace_id back to the ondine context", error)
+        if self.restored is not None:
+            span.add_event(semconv.EVENT_CHECKPOINT_RESTORED, self.restored.attributes)
+        self._run_token = otel_context.attach(trace.set_span_in_context(span))
+        return span
+
+    @property
+    def resumed(self) -> bool:
+        data = getattr(self.context, "intermediate_data", None)
+        flagged = isinstance(data, dict) and bool(data.get("resumed_from_checkpoint"))
+        return self.restored is not None or flagged
+
+    # --- what this run added -------------------------------------------------------------
+    def added(self) -> tuple[float, int, int]:
+        """(cost, input tokens, output tokens) this run added, read live from the context.
+
+        Input is the total minus output, so the two always sum to ondine's `accumulated_tokens`
+        delta even where ondine records no split.
+        """
+        now = snapshot.take(self.context)
+        cost = max(now.cost_usd - self.baseline_cost, 0.0)
+        total = max(now.tokens_total - self.baseline_tokens, 0)
+        output = max((now.tokens_output or 0) - self.baseline_output, 0) if now.tokens_output else 0
+        output = min(output, total)
+        return cost, total - output, output
+
+    def traceparent(self) -> str | None:
+        """The run span's W3C traceparent, stored into checkpoints for the resume link."""
+        span_context = self.span.get_span_context()
+        if not span_context.is_valid:
+            return None
+        return ids.format_traceparent(
+            span_context.trace_id, span_context.span_id, span_context.trace_flags.sampled
+        )
+
+    # --- stages ----------------------------------------------------------------------------
+    def stage_started(self, stage_name: str) -> None:
+        """Open a stage span under the run span and make it current while the stage runs.
+
+        Being current is what nests the LLM call spans (emitted inside ondine's asyncio tasks on
+        this thread) under the LLMInvocation stage.
+        """
+        with self._lock:
+            if self._finished:
+                return
+            if self._stage is not None:  # a stage that never reported its end
+                self._end_stage(self._stage, error=None, status="unknown")
+            now = snapshot.take(self.context)
+            span = self._tracer.start_span(
+                f"{semconv.SPAN_STAGE_PREFIX} {stage_name}",
+                context=trace.set_span_in_context(self.span),
+                attributes={
+                    semconv.ATTR_STAGE_NAME: stage_name,
+                    semconv.ATTR_STAGE_INDEX: self._stage_count,
+                },
+            )
+            self._stage_count += 1
+            token = otel_context.attach(trace.set_span_in_context(span))
+            self._stage = _Stage(
+                stage_name, span, token, time.monotonic(), now.cost_usd, now.tokens_total
+            )
+
+    def stage_ended(self, stage_name: str, error: BaseException | None = None) -> None:
+        with self._lock:
+            stage = self._stage
+            if stage is None or stage.name != stage_name:
+                return
+            self._end_stage(stage, error=error, status="error" if error else "success")
+
+    def _end_stage(self, stage: _Stage, error: BaseException | None, status: str) -> None:
+        self._stage = None
+        now = snapshot.take(self.context)
+        stage.span.set_attributes(
+            {
+                semconv.ATTR_ROWS_PROCESSED: now.rows_processed,
+                semconv.ATTR_STAGE_COST_USD: max(now.cost_usd - stage.cost_at_start, 0.0),
+                semconv.ATTR_STAGE_TOKENS: max(now.tokens_total - stage.tokens_at_start, 0),
+            }
+        )
+        if error is not None:
+            record_error(stage.span, error)
+        _detach(stage.token)
+        _end(stage.span)
+        if self.listener is not None:
+            self.listener.stage_finished(self, stage.name, status, time.monotonic() - stage.started)
+
+    @property
+    def current_span(self) -> Span:
+        stage = self._stage
+        return stage.span if stage is not None else self.span
+
+    # --- events ----------------------------------------------------------------------------
+    def progress(self) -> None:
+        """An `ondine.progress` event on the current stage span, at most once per interval."""
+        now_mono = time.monotonic()
+        if now_mono - self._last_progress < self._progress_interval:
+            return
+        self._last_progress = now_mono
+        now = snapshot.take(self.context)
+        percent = 100.0 * now.rows_processed / now.rows_total if now.rows_total else 0.0
+        self.current_span.add_event(
+            semconv.EVENT_PROGRESS,
+            {
+                semconv.ATTR_ROWS_PROCESSED: now.rows_processed,
+                semconv.ATTR_ROWS_TOTAL: now.rows_total,
+                semconv.ATTR_PROGRESS_PERCENT: round(percent, 3),
+                semconv.ATTR_COST_USD: now.cost_usd,
+            },
+        )
+
+    def checkpoint(self, saved: bool, size_bytes: int | None) -> None:
+        """An `ondine.checkpoint` event on the run span for one StateManager save."""
+        self.span.add_event(
+            semconv.EVENT_CHECKPOINT,
+            span_attributes(
+                {
+                    **checkpoint_attributes(self.context),
+                    semconv.ATTR_CHECKPOINT_SAVED: saved,
+                    semconv.ATTR_CHECKPOINT_BYTES: size_bytes,
+                }
+            ),
+        )
+        if self.listener is not None:
+            self.listener.checkpoint_saved(self, saved)
+
+    # --- end -------------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def finish(self, error: BaseException | None = None) -> bool:
+        """End the run span once, with final totals; later calls do nothing and return False."""
+        with self._lock:
+            if self._finished:
+                return False
+            self._finished = True
+            if self._stage is not None:
+                self._end_stage(self._stage, error=error, status="error" if error else "unknown")
+        final = snapshot.take(self.context)
+        stats = _stats(self.context)
+        duration = time.monotonic() - self._start_mono
+        rows_per_second = getattr(stats, "rows_per_second", None)
+        if rows_per_second is None:
+            rows_per_second = final.rows_processed / duration if duration > 0 else 0.0
+        self.span.set_attributes(
+            span_attributes(
+                {
+                    semconv.ATTR_ROWS_TOTAL: final.rows_total,
+                    semconv.ATTR_ROWS_PROCESSED: final.rows_processed,
+                    semconv.ATTR_ROWS_FAILED: final.rows_failed,
+                    semconv.ATTR_ROWS_SKIPPED: final.rows_skipped,
+                    semconv.ATTR_COST_USD: final.cost_usd,
+                    semconv.ATTR_TOKENS_INPUT: final.tokens_input,
+                    semconv.ATTR_TOKENS_OUTPUT: final.tokens_output,
+                    semconv.ATTR_TOKENS_TOTAL: final.tokens_total,
+                    semconv.ATTR_ROWS_PER_SECOND: float(rows_per_second),
+                    semconv.ATTR_LLM_SPANS_DROPPED: self.llm_spans_dropped,
+                }
+            )
+        )
+        if error is not None:
+            record_error(self.span, error)
+        else:
+            self.span.set_status(Status(StatusCode.OK))
+        if self._run_token is not None:
+            _detach(self._run_token)
+            self._run_token = None
+        _end(self.span)
+        if self.listener is not None:
+            self.listener.run_finished(self, "error" if error else "success", duration)
+        return True
+
+
+def checkpoint_attributes(context: Any) -> dict[str, Any]:
+    """The `ondine.checkpoint.*` attributes describing a context at checkpoint time."""
+    now = snapshot.take(context)
+    return {
+        semconv.ATTR_CHECKPOINT_ROW: int(getattr(context, "last_processed_row", -1) or 0),
+        semconv.ATTR_CHECKPOINT_STAGE_INDEX: int(getattr(context, "current_stage_index", 0) or 0),
+        semconv.ATTR_CHECKPOINT_COST_USD: now.cost_usd,
+        semconv.ATTR_CHECKPOINT_TOKENS: now.tokens_total,
+        semconv.ATTR_CHECKPOINT_ROWS_FAILED: now.rows_failed,
+        semconv.ATTR_CHECKPOINT_ROWS_SKIPPED: now.rows_skipped,
+    }
+
+
+def _stats(context: Any) -> Any:
+    get_stats = getattr(context, "get_stats", None)
+    if not callable(get_stats):
+        return None
+    try:
+        return get_stats()
+    except Exception:
+        return None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _end(span: Span) -> None:
+    """End a span; a failing span processor must not skip the rest of our bookkeeping."""
+    try:
+        span.end()
+    except Exception as error:  # noqa: BLE001
+        report("ending a span (a span processor raised)", error)
+
+
+def _detach(token: object) -> None:
+    """Detach a context token; a token from another thread/context must not raise into ondine."""
+    try:
+        otel_context.detach(token)  # type: ignore[arg-type]
+    except Exception as error:
+        report("restoring the OpenTelemetry context", error)
