@@ -3,8 +3,11 @@
 The public surface only; see the README for the entries (instrument(), zero-code, observers).
 """
 
+from ondine_otel import llm_events
 from ondine_otel.instrumentor import OndineInstrumentor
 from ondine_otel.observer import OtelObserver
 from ondine_otel.version import __version__
+
+llm_events.register()  # makes `with_observer("otel", ...)` work after `import ondine_otel`
 
 __all__ = ["OndineInstrumentor", "OtelObserver", "__version__"]

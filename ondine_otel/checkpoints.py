@@ -41,14 +41,14 @@ def wrap_save(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[s
             data = getattr(context, "intermediate_data", None)
             if traceparent and isinstance(data, dict):
                 data[semconv.CHECKPOINT_TRACEPARENT_KEY] = traceparent
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001
             report("storing the trace context in a checkpoint", error)
     saved = wrapped(*args, **kwargs)
     if run is not None:
         try:
             size = checkpoint_size(instance, run.session_id) if saved else None
             run.checkpoint(bool(saved), size)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001
             report("recording a checkpoint event", error)
     return saved
 
@@ -69,6 +69,6 @@ def wrap_load(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[s
         PENDING_RESTORES.put(
             getattr(context, "session_id", None), RestoredCheckpoint(parent, attributes)
         )
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001
         report("reading the trace context from a checkpoint", error)
     return context

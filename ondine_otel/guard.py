@@ -46,7 +46,7 @@ def guarded(site: str) -> Callable[[F], F]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
                 return func(*args, **kwargs)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001
                 report(site, error)
                 return None
 

@@ -8,6 +8,7 @@ process-wide registry keyed by session id, which also lets several entries (inst
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -17,11 +18,13 @@ from ondine.orchestration.observers import (
     LoggingObserver,
     ProgressBarObserver,
 )
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ondine_otel import modelname, semconv
 from ondine_otel.active_runs import Registry
 from ondine_otel.guard import guarded
+from ondine_otel.metrics import metrics_for
 from ondine_otel.run import RestoredCheckpoint, RunListener, RunTelemetry
 from ondine_otel.tracing import tracer_for
 
@@ -29,6 +32,12 @@ from ondine_otel.tracing import tracer_for
 ACTIVE_RUNS: Registry[RunTelemetry] = Registry()
 #: Checkpoints just loaded by StateManager, waiting for their resumed run to start.
 PENDING_RESTORES: Registry[RestoredCheckpoint] = Registry()
+
+
+def capture_content_from_env() -> bool:
+    """The GenAI instrumentations' standard opt-in for recording prompt/completion text."""
+    value = os.environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "")
+    return value.strip().lower() == "true"
 
 
 def ensure_default_observers(pipeline: Any) -> None:
@@ -51,17 +60,36 @@ class OtelObserver(ExecutionObserver):
     def __init__(
         self,
         tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
         *,
         pipeline_name: str = semconv.DEFAULT_PIPELINE_NAME,
         progress_interval: float = 5.0,
+        llm_span_limit: int = 1000,
+        capture_content: bool | None = None,
+        label_limit: int = 100,
         listener: RunListener | None = None,
         on_run_started: Callable[[RunTelemetry], None] | None = None,
     ) -> None:
+        """Providers default to the global ones, looked up when a run starts (not before, so
+        an application may install its providers after creating the observer)."""
         self._tracer_provider = tracer_provider
+        self._meter_provider = meter_provider
         self.pipeline_name = pipeline_name
         self.progress_interval = progress_interval
-        self.listener = listener
+        self.llm_span_limit = llm_span_limit
+        self.capture_content = (
+            capture_content if capture_content is not None else capture_content_from_env()
+        )
+        self.label_limit = label_limit
+        self._listener = listener
         self._on_run_started = on_run_started
+
+    @property
+    def listener(self) -> RunListener:
+        """Where run events go besides spans: the metrics of our MeterProvider by default."""
+        if self._listener is None:
+            self._listener = metrics_for(self._meter_provider, label_limit=self.label_limit)
+        return self._listener
 
     def _run(self, context: Any) -> RunTelemetry | None:
         """The run this observer owns for `context`, if any."""
@@ -84,12 +112,13 @@ class OtelObserver(ExecutionObserver):
             provider=provider,
             model=model,
             progress_interval=self.progress_interval,
+            llm_span_limit=self.llm_span_limit,
+            capture_content=self.capture_content,
             listener=self.listener,
             restored=PENDING_RESTORES.pop(session_id),
         )
         ACTIVE_RUNS.put(session_id, run)
-        if self.listener is not None:
-            self.listener.run_started(run)
+        self.listener.run_started(run)
         if self._on_run_started is not None:
             self._on_run_started(run)
 

@@ -21,6 +21,16 @@ from ondine_otel import ids, semconv, snapshot
 from ondine_otel.guard import report
 from ondine_otel.tracing import parent_context, record_error, span_attributes, start_span_with_ids
 
+#: OTel context key under which the active RunTelemetry travels with its spans, so that code
+#: running inside the run (ondine's per-row asyncio tasks) can find it.
+RUN_CONTEXT_KEY = otel_context.create_key("ondine_otel.run")
+
+
+def current_run() -> RunTelemetry | None:
+    """The run whose span (or one of its stage spans) is current here, if any."""
+    run = otel_context.get_value(RUN_CONTEXT_KEY)
+    return run if isinstance(run, RunTelemetry) else None
+
 
 @dataclass(frozen=True)
 class RestoredCheckpoint:
@@ -28,6 +38,18 @@ class RestoredCheckpoint:
 
     traceparent: ids.TraceParent | None
     attributes: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunDelta:
+    """What one run added: the unit of exact accounting for the metrics."""
+
+    rows_processed: int = 0
+    rows_failed: int = 0
+    rows_skipped: int = 0
+    cost_usd: float = 0.0
+    tokens_input: int = 0
+    tokens_output: int = 0
 
 
 class RunListener(Protocol):
@@ -42,6 +64,17 @@ class RunListener(Protocol):
     ) -> None: ...
 
     def checkpoint_saved(self, run: RunTelemetry, saved: bool) -> None: ...
+
+    def record_llm_call(
+        self,
+        *,
+        provider: str | None,
+        model: str | None,
+        duration_s: float,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        error_type: str | None = None,
+    ) -> None: ...
 
 
 @dataclass
@@ -67,6 +100,8 @@ class RunTelemetry:
         provider: str | None = None,
         model: str | None = None,
         progress_interval: float = 5.0,
+        llm_span_limit: int = 1000,
+        capture_content: bool = False,
         listener: RunListener | None = None,
         restored: RestoredCheckpoint | None = None,
     ) -> None:
@@ -80,15 +115,13 @@ class RunTelemetry:
         self.listener = listener
         self.start_wall = time.time()
         self._start_mono = time.monotonic()
-        start = snapshot.take(context)
         # What ondine carried in from a checkpoint is not this run's work.
-        self.baseline_cost = start.cost_usd
-        self.baseline_tokens = start.tokens_total
-        self.baseline_input = start.tokens_input or 0
-        self.baseline_output = start.tokens_output or 0
+        self.baseline = snapshot.take(context)
+        self.llm_span_limit = llm_span_limit
+        self.capture_content = capture_content
         self.llm_spans_emitted = 0
         self.llm_spans_dropped = 0
-        self._tracer = tracer
+        self.tracer = tracer
         self._progress_interval = progress_interval
         self._last_progress = -float("inf")
         self._stage: _Stage | None = None
@@ -120,7 +153,7 @@ class RunTelemetry:
             )
         start = snapshot.take(self.context)
         span = start_span_with_ids(
-            self._tracer,
+            self.tracer,
             semconv.SPAN_RUN,
             trace_id=mapped.trace_id,
             span_id=mapped.span_id,
@@ -144,11 +177,12 @@ class RunTelemetry:
             # Joined an outer trace: let ondine's own logs and events name the same trace.
             try:
                 self.context.trace_id = ids.uuid_from_trace_id(effective.trace_id)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001
                 report("writing trace_id back to the ondine context", error)
         if self.restored is not None:
             span.add_event(semconv.EVENT_CHECKPOINT_RESTORED, self.restored.attributes)
-        self._run_token = otel_context.attach(trace.set_span_in_context(span))
+        current = otel_context.set_value(RUN_CONTEXT_KEY, self, trace.set_span_in_context(span))
+        self._run_token = otel_context.attach(current)
         return span
 
     @property
@@ -158,18 +192,30 @@ class RunTelemetry:
         return self.restored is not None or flagged
 
     # --- what this run added -------------------------------------------------------------
-    def added(self) -> tuple[float, int, int]:
-        """(cost, input tokens, output tokens) this run added, read live from the context.
+    def added(self) -> RunDelta:
+        """What this run added to ondine's cumulative totals, read live from the context.
 
-        Input is the total minus output, so the two always sum to ondine's `accumulated_tokens`
-        delta even where ondine records no split.
+        Input tokens are the total minus output, so the two always sum to ondine's
+        `accumulated_tokens` delta even where ondine records no split.
         """
         now = snapshot.take(self.context)
-        cost = max(now.cost_usd - self.baseline_cost, 0.0)
-        total = max(now.tokens_total - self.baseline_tokens, 0)
-        output = max((now.tokens_output or 0) - self.baseline_output, 0) if now.tokens_output else 0
-        output = min(output, total)
-        return cost, total - output, output
+        base = self.baseline
+        total = max(now.tokens_total - base.tokens_total, 0)
+        output = 0
+        if now.tokens_output is not None:
+            output = min(max(now.tokens_output - (base.tokens_output or 0), 0), total)
+        return RunDelta(
+            rows_processed=max(now.rows_processed - base.rows_processed, 0),
+            rows_failed=max(now.rows_failed - base.rows_failed, 0),
+            rows_skipped=max(now.rows_skipped - base.rows_skipped, 0),
+            cost_usd=max(now.cost_usd - base.cost_usd, 0.0),
+            tokens_input=total - output,
+            tokens_output=output,
+        )
+
+    def snapshot(self) -> snapshot.RunSnapshot:
+        """The run's cumulative totals right now (as ondine counts them, restored part included)."""
+        return snapshot.take(self.context)
 
     def traceparent(self) -> str | None:
         """The run span's W3C traceparent, stored into checkpoints for the resume link."""
@@ -193,7 +239,7 @@ class RunTelemetry:
             if self._stage is not None:  # a stage that never reported its end
                 self._end_stage(self._stage, error=None, status="unknown")
             now = snapshot.take(self.context)
-            span = self._tracer.start_span(
+            span = self.tracer.start_span(
                 f"{semconv.SPAN_STAGE_PREFIX} {stage_name}",
                 context=trace.set_span_in_context(self.span),
                 attributes={
@@ -230,6 +276,15 @@ class RunTelemetry:
         _end(stage.span)
         if self.listener is not None:
             self.listener.stage_finished(self, stage.name, status, time.monotonic() - stage.started)
+
+    def admit_llm_span(self) -> bool:
+        """Whether one more LLM call span fits under the per-run cap (counts the dropped ones)."""
+        with self._lock:
+            if self.llm_spans_emitted < self.llm_span_limit:
+                self.llm_spans_emitted += 1
+                return True
+            self.llm_spans_dropped += 1
+            return False
 
     @property
     def current_span(self) -> Span:
@@ -337,7 +392,7 @@ def _stats(context: Any) -> Any:
         return None
     try:
         return get_stats()
-    except Exception:
+    except Exception:  # noqa: BLE001
         return None
 
 
@@ -357,5 +412,5 @@ def _detach(token: object) -> None:
     """Detach a context token; a token from another thread/context must not raise into ondine."""
     try:
         otel_context.detach(token)  # type: ignore[arg-type]
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001
         report("restoring the OpenTelemetry context", error)

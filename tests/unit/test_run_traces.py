@@ -281,10 +281,14 @@ def test_four_concurrent_pipelines_give_four_nested_traces(
     for run in run_spans:
         in_trace = [s for s in spans if s.context.trace_id == run.context.trace_id]
         stages = stages_of(spans, run)
-        assert len(in_trace) == 1 + len(stages)
-        assert [s.attributes[semconv.ATTR_STAGE_INDEX] for s in stages] == list(
-            range(len(stages))
+        llm_stage = next(s for s in stages if s.name == "ondine.stage LLMInvocation")
+        calls = [s for s in in_trace if s.name == "chat gpt-4o-mini"]
+        assert len(calls) == 25
+        assert all(
+            c.parent is not None and c.parent.span_id == llm_stage.context.span_id for c in calls
         )
+        assert len(in_trace) == 1 + len(stages) + len(calls)
+        assert [s.attributes[semconv.ATTR_STAGE_INDEX] for s in stages] == list(range(len(stages)))
 
 
 class ExplodingProcessor(SpanProcessor):

@@ -1,0 +1,36 @@
+# Developer entry points; CI (.ci/run) drives the same targets.
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+# Keep litellm (pulled in by ondine) from fetching its model cost map at import time.
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+
+.PHONY: venv demo test lint bench clean
+
+venv: $(VENV)/.installed
+
+# Stamp file: reinstall only when the dependency list changes.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[test]'
+	touch $@
+
+demo: venv
+	$(VENV)/bin/ondine-otel demo
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+	$(PY) -m mypy tests/support
+
+bench: venv
+	$(PY) -m benchmarks.overhead
+
+clean:
+	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

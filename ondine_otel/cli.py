@@ -1,0 +1,184 @@
+"""The ``ondine-otel`` command line.
+
+``demo`` shows what the instrumentation produces without an API key, network or tracing
+backend: it runs the offline sentiment pipeline under the instrumentor and prints the trace.
+Each subcommand lives in its own ``_add_*_parser`` / ``_run_*`` pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from decimal import Decimal
+from pathlib import Path
+
+from ondine_otel.version import __version__
+
+DEMO_SERVICE_NAME = "ondine-otel-demo"
+_OTLP_ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ondine-otel`` script; returns the exit code instead of exiting."""
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, --version and usage errors
+        return stop.code if isinstance(stop.code, int) else 1
+    if getattr(args, "handler", None) is None:
+        parser.print_help()
+        return 2
+    code: int = args.handler(args)
+    return code
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ondine-otel", description="OpenTelemetry for ondine LLM batch pipelines."
+    )
+    parser.add_argument("--version", action="version", version=f"ondine-otel {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_demo_parser(subparsers)
+    return parser
+
+
+# --- demo --------------------------------------------------------------------------------
+
+
+def _add_demo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = subparsers.add_parser(
+        "demo",
+        help="run an offline sentiment pipeline under the instrumentor and print its trace",
+        description=(
+            "Classify bundled product reviews with an embedded offline LLM, trace the run and "
+            "print the span tree. If OTEL_EXPORTER_OTLP_ENDPOINT (or the _TRACES_ variant) is "
+            "set, the spans are also exported there."
+        ),
+    )
+    demo.add_argument("--rows", type=_positive_int, default=None, help="rows (default: all)")
+    demo.add_argument(
+        "--latency-ms", type=_non_negative_float, default=5.0, help="simulated LLM latency"
+    )
+    demo.add_argument(
+        "--failure-rate",
+        type=_fraction,
+        default=0.02,
+        help="fraction of calls that fail; those rows are skipped (default: 0.02)",
+    )
+    demo.add_argument(
+        "--checkpoint-dir", type=Path, default=None, help="default: a temporary directory"
+    )
+    demo.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    """Run the demo pipeline instrumented, then print a summary line and the trace tree."""
+    # Imported here: only the demo needs ondine, the SDK exporters and rich.
+    from ondine.utils import configure_logging
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from rich.console import Console
+
+    from ondine_otel.console import print_trace
+    from ondine_otel.demo import build_demo_pipeline, load_reviews
+    from ondine_otel.demo.pipeline import OUTPUT_COLUMN
+    from ondine_otel.instrumentor import OndineInstrumentor
+
+    # ondine logs every skipped row at INFO/WARNING to stdout; the trace tells the same story.
+    configure_logging(level=os.environ.get("ONDINE_LOG_LEVEL", "ERROR"))
+    console = Console()
+    service = os.environ.get("OTEL_SERVICE_NAME", DEMO_SERVICE_NAME)
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    otlp = next((os.environ[v] for v in _OTLP_ENDPOINT_VARS if os.environ.get(v)), None)
+    if otlp is not None:
+        from ondine_otel.exporters import span_processors_from_env
+
+        for processor in span_processors_from_env():
+            provider.add_span_processor(processor)
+
+    df = load_reviews(args.rows)
+    instrumentor = OndineInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    started = time.perf_counter()
+    error: Exception | None = None
+    try:
+        with ExitStack() as stack:
+            checkpoint_dir = args.checkpoint_dir or stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="ondine-otel-demo-")
+            )
+            pipeline = build_demo_pipeline(
+                df,
+                checkpoint_dir=checkpoint_dir,
+                latency_s=args.latency_ms / 1000,
+                failure_rate=args.failure_rate,
+            )
+            result = pipeline.execute()
+    except Exception as raised:  # noqa: BLE001 - report any failure, with its trace
+        error = raised
+    finally:
+        instrumentor.uninstrument()
+    elapsed = time.perf_counter() - started
+    provider.force_flush()
+
+    spans = memory.get_finished_spans()
+    if error is None:
+        stats = result.metrics
+        cost = Decimal(result.costs.total_cost)
+        failed = f", {stats.failed_rows} failed" if stats.failed_rows else ""
+        console.print(
+            f"[bold]ondine-otel demo[/]: {stats.total_rows} rows "
+            f"({stats.skipped_rows} skipped{failed}) · cost ${cost:.6f} · {elapsed:.2f} s",
+            highlight=False,
+        )
+        counts = result.to_pandas()[OUTPUT_COLUMN].value_counts()
+        console.print(
+            "sentiment: " + " · ".join(f"{label} {n}" for label, n in counts.items()),
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"[bold red]ondine-otel demo failed[/] after {elapsed:.2f} s: {error!r}",
+            highlight=False,
+        )
+    if otlp is not None:
+        console.print(f"spans also exported to {otlp}", highlight=False)
+    print_trace(spans, console)
+    provider.shutdown()
+    return 0 if error is None else 1
+
+
+# --- argument types ----------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be within [0, 1], got {text}")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

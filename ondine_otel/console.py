@@ -1,0 +1,172 @@
+"""Render finished OpenTelemetry spans as a terminal tree.
+
+Lets the demo (and anyone debugging without a tracing backend) see the trace the instrumentor
+produced: structure, timings, errors and the ondine/GenAI attributes, with the hundreds of
+per-row LLM call spans folded so the shape of the run stays readable.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.trace import StatusCode
+from rich.console import Console
+from rich.text import Text
+from rich.tree import Tree
+
+from ondine_otel.semconv import SPAN_LLM_OPERATION
+
+VISIBLE_CHAT_SPANS = 3
+_ATTRIBUTE_PREFIXES = ("ondine.", "gen_ai.")
+_MAX_VALUE_CHARS = 60
+
+
+def render_trace(spans: Sequence[ReadableSpan]) -> Tree:
+    """Build a tree of ``spans`` by parent id; spans whose parent is absent become roots.
+
+    Children are ordered by start time. Per node: name, duration, status (red when ERROR), the
+    ``ondine.*`` / ``gen_ai.*`` attributes (only tokens and cost for LLM call spans) and the
+    span events. Beyond the first few ``chat`` siblings, the rest collapse into one line.
+    """
+    ids = {_span_id(s) for s in spans}
+    children: dict[int | None, list[ReadableSpan]] = defaultdict(list)
+    for span in spans:
+        parent = span.parent.span_id if span.parent is not None else None
+        children[parent if parent in ids else None].append(span)
+    for siblings in children.values():
+        siblings.sort(key=lambda s: s.start_time or 0)
+
+    traces = {s.context.trace_id for s in spans if s.context is not None}
+    header = Text(f"{len(spans)} span{'s' if len(spans) != 1 else ''}", style="bold")
+    if len(traces) == 1:
+        header.append(f" · trace {next(iter(traces)):032x}", style="dim")
+    elif traces:
+        header.append(f" in {len(traces)} traces", style="dim")
+    tree = Tree(header)
+    _add_children(tree, children[None], children)
+    return tree
+
+
+def print_trace(spans: Sequence[ReadableSpan], console: Console | None = None) -> None:
+    """Print :func:`render_trace` to ``console`` (default: a new stdout console)."""
+    (console or Console()).print(render_trace(spans))
+
+
+def _add_children(
+    node: Tree,
+    siblings: Sequence[ReadableSpan],
+    children: Mapping[int | None, Sequence[ReadableSpan]],
+    parent: ReadableSpan | None = None,
+) -> None:
+    """Add ``siblings`` and their ``parent``'s events under ``node``, interleaved by time.
+
+    Interleaving shows a checkpoint between the work before and after it. Chat spans after the
+    first few fold into one line, placed where the first folded one started.
+    """
+    chats = [s for s in siblings if _is_chat(s)]
+    hidden = chats[VISIBLE_CHAT_SPANS:]
+    hidden_ids = {_span_id(s) for s in hidden}
+    events = parent.events if parent is not None else ()
+    timeline: list[tuple[int, int, ReadableSpan | Event]] = [
+        (e.timestamp, i, e) for i, e in enumerate(events)
+    ]
+    timeline += [(s.start_time or 0, len(events) + i, s) for i, s in enumerate(siblings)]
+    for _, _, item in sorted(timeline, key=lambda entry: (entry[0], entry[1])):
+        if isinstance(item, Event):
+            node.add(_event_label(item, parent))
+        elif _span_id(item) not in hidden_ids:
+            child = node.add(_span_label(item))
+            _add_children(child, children.get(_span_id(item), ()), children, item)
+        elif item is hidden[0]:
+            node.add(_collapsed_label(hidden))
+
+
+def _span_label(span: ReadableSpan) -> Text:
+    """Name, duration and status on the first line; key attributes on the second."""
+    label = Text(span.name, style="bold")
+    label.append(f"  {_format_duration(span.start_time, span.end_time)}", style="cyan")
+    if span.status.status_code is StatusCode.ERROR:
+        label.append("  ERROR", style="bold red")
+        if span.status.description:
+            label.append(f": {_truncate(span.status.description)}", style="red")
+    elif span.status.status_code is StatusCode.OK:
+        label.append("  OK", style="green")
+    attrs = _key_attributes(span)
+    if attrs:
+        label.append("\n")
+        label.append_text(_format_attributes(attrs))
+    return label
+
+
+def _event_label(event: Event, span: ReadableSpan | None) -> Text:
+    """An event as ``◆ name  +offset  key=value ...``, offset from its span's start."""
+    label = Text("◆ ", style="magenta")
+    label.append(event.name, style="magenta")
+    if span is not None and span.start_time is not None:
+        label.append(f"  +{_format_duration(span.start_time, event.timestamp)}", style="dim")
+    if event.attributes:
+        label.append("  ")
+        label.append_text(_format_attributes(event.attributes.items()))
+    return label
+
+
+def _collapsed_label(hidden: Sequence[ReadableSpan]) -> Text:
+    """Stand-in for folded chat spans; keeps their errors visible."""
+    label = Text(f"… {len(hidden)} more chat spans", style="dim")
+    errors = sum(s.status.status_code is StatusCode.ERROR for s in hidden)
+    if errors:
+        label.append(f" ({errors} with errors)", style="red")
+    return label
+
+
+def _key_attributes(span: ReadableSpan) -> list[tuple[str, object]]:
+    """The ondine/GenAI attributes worth a glance; for chat spans only tokens and cost."""
+    attrs = span.attributes or {}
+    keys = [k for k in attrs if k.startswith(_ATTRIBUTE_PREFIXES)]
+    if _is_chat(span):
+        keys = [k for k in keys if "token" in k or "cost" in k]
+    return [(k, attrs[k]) for k in keys]
+
+
+def _format_attributes(items: Iterable[tuple[str, object]]) -> Text:
+    text = Text()
+    for i, (key, value) in enumerate(items):
+        if i:
+            text.append("  ")
+        text.append(f"{key}=", style="dim")
+        text.append(_format_value(value))
+    return text
+
+
+def _format_value(value: object) -> str:
+    """Compact values: 6 significant digits for floats, truncated strings and sequences."""
+    if isinstance(value, float):
+        text = f"{value:.6g}"
+        return f"{value:.10f}".rstrip("0") if "e" in text else text
+    if isinstance(value, (list, tuple)):
+        return _truncate(", ".join(_format_value(v) for v in value))
+    return _truncate(str(value))
+
+
+def _format_duration(start_ns: int | None, end_ns: int | None) -> str:
+    if start_ns is None or end_ns is None:
+        return "unfinished"
+    ms = (end_ns - start_ns) / 1e6
+    if ms < 1:
+        return f"{ms:.2f} ms"
+    return f"{ms:.1f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
+
+
+def _truncate(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_VALUE_CHARS else text[: _MAX_VALUE_CHARS - 1] + "…"
+
+
+def _is_chat(span: ReadableSpan) -> bool:
+    return span.name == SPAN_LLM_OPERATION or span.name.startswith(f"{SPAN_LLM_OPERATION} ")
+
+
+def _span_id(span: ReadableSpan) -> int:
+    return span.context.span_id if span.context is not None else 0

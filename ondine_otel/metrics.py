@@ -1,0 +1,340 @@
+"""Every metric of the contract (section 3), built in one place, read live at collection time.
+
+Counters of rows, tokens and cost are OBSERVABLE: their callbacks add the retained totals of
+finished runs to what each active run has added so far (read from its ondine context), so the
+per-row hot path does nothing and a scrape mid-run sees the spend grow. When a run ends its final
+delta moves into the retained totals under the same lock the callbacks take, so no reader ever
+sees a counter go down or count a run twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+
+from ondine_otel import semconv
+from ondine_otel.guard import report
+from ondine_otel.labels import LabelLimiter
+from ondine_otel.run import RunDelta, RunTelemetry
+from ondine_otel.version import __version__
+
+#: GenAI semconv bucket boundaries (gen_ai.client.operation.duration, seconds).
+GENAI_DURATION_BUCKETS: Sequence[float] = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)  # fmt: skip
+#: GenAI semconv bucket boundaries (gen_ai.client.token.usage, tokens).
+GENAI_TOKEN_BUCKETS: Sequence[float] = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)  # fmt: skip
+#: Whole-run and per-stage wall time: batch jobs run from seconds to a day.
+RUN_DURATION_BUCKETS: Sequence[float] = (
+    1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 43200, 86400,
+)  # fmt: skip
+
+_UNKNOWN = "unknown"
+
+
+def metric_views() -> list[View]:
+    """Bucket Views for a MeterProvider we build; instruments also carry them as advice."""
+    return [
+        View(
+            instrument_name=name,
+            aggregation=ExplicitBucketHistogramAggregation(boundaries=buckets),
+        )
+        for name, buckets in (
+            (semconv.METRIC_GENAI_DURATION, GENAI_DURATION_BUCKETS),
+            (semconv.METRIC_GENAI_TOKENS, GENAI_TOKEN_BUCKETS),
+            (semconv.METRIC_RUN_DURATION, RUN_DURATION_BUCKETS),
+            (semconv.METRIC_STAGE_DURATION, RUN_DURATION_BUCKETS),
+        )
+    ]
+
+
+def _safe(callback: Any) -> Any:
+    """A metric callback that reports nothing, once logged, instead of raising into the SDK."""
+
+    def wrapper(options: CallbackOptions) -> list[Observation]:
+        try:
+            return list(callback(options))
+        except Exception as error:  # noqa: BLE001 - a reader must never see our failure
+            report(f"collecting {getattr(callback, '__name__', 'a metric')}", error)
+            return []
+
+    return wrapper
+
+
+class _RunLabels:
+    """A run's metric labels, fixed when it starts (so a run never splits across series)."""
+
+    def __init__(self, run: RunTelemetry, limiter: LabelLimiter) -> None:
+        self.pipeline = limiter.pipeline(run.pipeline_name)
+        self.model = limiter.model(run.model or _UNKNOWN)
+        self.provider = run.provider or _UNKNOWN
+        self.run_id = run.session_id
+
+    @property
+    def base(self) -> dict[str, str]:
+        return {semconv.LABEL_PIPELINE: self.pipeline}
+
+    @property
+    def priced(self) -> dict[str, str]:
+        return {
+            semconv.LABEL_PIPELINE: self.pipeline,
+            semconv.LABEL_MODEL: self.model,
+            semconv.LABEL_PROVIDER: self.provider,
+        }
+
+
+Key = tuple[tuple[str, str], ...]
+
+
+def _key(attributes: dict[str, str]) -> Key:
+    return tuple(sorted(attributes.items()))
+
+
+class OndineMetrics:
+    """The instruments on one MeterProvider, and the accounting behind the observable ones.
+
+    It is a RunListener: RunTelemetry tells it when runs start, end, checkpoint and finish
+    stages; `record_llm_call` is fed by the llm_call event observer.
+    """
+
+    def __init__(
+        self, meter_provider: MeterProvider | None = None, *, label_limit: int = 100
+    ) -> None:
+        provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
+        meter = provider.get_meter(semconv.INSTRUMENTATION_NAME, __version__)
+        self.labels = LabelLimiter(label_limit)
+        self._lock = threading.Lock()
+        self._active: dict[str, tuple[RunTelemetry, _RunLabels]] = {}
+        # Finished runs' contributions, per counter and label set.
+        self._retained: dict[str, dict[Key, float]] = defaultdict(lambda: defaultdict(float))
+        self._pipelines: set[str] = set()
+        self._last_success: dict[str, float] = {}
+
+        counter = meter.create_observable_counter
+        counter(semconv.METRIC_ROWS_PROCESSED, [_safe(self._rows_processed)], "{row}",
+                "Rows done, live during the run")  # fmt: skip
+        counter(semconv.METRIC_ROWS_FAILED, [_safe(self._rows_failed)], "{row}",
+                "Rows whose output could not be produced")  # fmt: skip
+        counter(semconv.METRIC_ROWS_SKIPPED, [_safe(self._rows_skipped)], "{row}",
+                "Rows dropped by the error policy")  # fmt: skip
+        counter(semconv.METRIC_TOKENS, [_safe(self._tokens)], "{token}",
+                "Billable tokens, live during the run")  # fmt: skip
+        counter(semconv.METRIC_COST, [_safe(self._cost)], "", "Spend in USD, live during the run")
+
+        gauge = meter.create_observable_gauge
+        gauge(semconv.METRIC_RUNS_ACTIVE, [_safe(self._runs_active)], "", "Runs in progress")
+        gauge(semconv.METRIC_RUN_PROGRESS_RATIO, [_safe(self._per_run(self._ratio))], "",
+              "Fraction of the active run's rows done (0..1)")  # fmt: skip
+        gauge(semconv.METRIC_RUN_ROWS_DONE, [_safe(self._per_run(self._rows_done))], "",
+              "Rows the active run has done")  # fmt: skip
+        gauge(semconv.METRIC_RUN_ROWS_EXPECTED, [_safe(self._per_run(self._rows_expected))], "",
+              "Rows the active run will process")  # fmt: skip
+        gauge(semconv.METRIC_RUN_COST, [_safe(self._per_run(self._run_cost))], "",
+              "Spend of the active run (its session) so far, in USD")  # fmt: skip
+        gauge(semconv.METRIC_RUN_START, [_safe(self._per_run(self._run_start))], "s",
+              "Unix time the active run started")  # fmt: skip
+        gauge(semconv.METRIC_LAST_SUCCESS, [_safe(self._last_success_cb)], "s",
+              "Unix time of the last successful run")  # fmt: skip
+
+        self._runs = meter.create_counter(semconv.METRIC_RUNS, "{run}", "Finished runs")
+        self._checkpoints = meter.create_counter(
+            semconv.METRIC_CHECKPOINTS, "{checkpoint}", "Checkpoint saves"
+        )
+        self._run_duration = meter.create_histogram(
+            semconv.METRIC_RUN_DURATION, "s", "Whole-run wall time",
+            explicit_bucket_boundaries_advisory=RUN_DURATION_BUCKETS,
+        )  # fmt: skip
+        self._stage_duration = meter.create_histogram(
+            semconv.METRIC_STAGE_DURATION, "s", "Per-stage wall time",
+            explicit_bucket_boundaries_advisory=RUN_DURATION_BUCKETS,
+        )  # fmt: skip
+        self._genai_duration = meter.create_histogram(
+            semconv.METRIC_GENAI_DURATION, "s", "GenAI operation duration",
+            explicit_bucket_boundaries_advisory=GENAI_DURATION_BUCKETS,
+        )  # fmt: skip
+        self._genai_tokens = meter.create_histogram(
+            semconv.METRIC_GENAI_TOKENS, "{token}", "Number of input and output tokens used",
+            explicit_bucket_boundaries_advisory=GENAI_TOKEN_BUCKETS,
+        )  # fmt: skip
+
+    # --- RunListener -------------------------------------------------------------------
+    def run_started(self, run: RunTelemetry) -> None:
+        labels = _RunLabels(run, self.labels)
+        with self._lock:
+            self._active[run.session_id] = (run, labels)
+            self._pipelines.add(labels.pipeline)
+
+    def run_finished(self, run: RunTelemetry, status: str, duration_s: float) -> None:
+        with self._lock:
+            entry = self._active.pop(run.session_id, None)
+            if entry is None or entry[0] is not run:
+                if entry is not None:  # a newer run of the same session: put it back
+                    self._active[run.session_id] = entry
+                return
+            labels = entry[1]
+            for name, key, value in self._contributions(run.added(), labels):
+                self._retained[name][key] += value
+            if status == "success":
+                self._last_success[labels.pipeline] = time.time()
+        attributes = {**labels.base, semconv.LABEL_STATUS: status}
+        self._runs.add(1, attributes)
+        self._run_duration.record(duration_s, attributes)
+
+    def stage_finished(self, run: RunTelemetry, stage: str, status: str, seconds: float) -> None:
+        labels = self._labels_of(run)
+        self._stage_duration.record(
+            seconds,
+            {**labels.base, semconv.LABEL_STAGE: stage, semconv.LABEL_STATUS: status},
+        )
+
+    def checkpoint_saved(self, run: RunTelemetry, saved: bool) -> None:
+        labels = self._labels_of(run)
+        self._checkpoints.add(
+            1, {**labels.base, semconv.LABEL_STATUS: "saved" if saved else "failed"}
+        )
+
+    # --- GenAI -----------------------------------------------------------------------------
+    def record_llm_call(
+        self,
+        *,
+        provider: str | None,
+        model: str | None,
+        duration_s: float,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        error_type: str | None = None,
+    ) -> None:
+        """One LLM call, with the GenAI semconv attributes (model label capped like the rest)."""
+        attributes: dict[str, str] = {
+            semconv.GEN_AI_OPERATION_NAME: semconv.SPAN_LLM_OPERATION,
+            semconv.GEN_AI_PROVIDER_NAME: provider or _UNKNOWN,
+            semconv.GEN_AI_REQUEST_MODEL: self.labels.model(model or _UNKNOWN),
+        }
+        if error_type:
+            attributes[semconv.ERROR_TYPE] = error_type
+        self._genai_duration.record(max(duration_s, 0.0), attributes)
+        for token_type, count in (("input", input_tokens), ("output", output_tokens)):
+            if count is not None and not error_type:
+                self._genai_tokens.record(
+                    count, {**attributes, semconv.GEN_AI_TOKEN_TYPE: token_type}
+                )
+
+    # --- accounting ------------------------------------------------------------------------
+    def _labels_of(self, run: RunTelemetry) -> _RunLabels:
+        with self._lock:
+            entry = self._active.get(run.session_id)
+        return entry[1] if entry is not None else _RunLabels(run, self.labels)
+
+    @staticmethod
+    def _contributions(delta: RunDelta, labels: _RunLabels) -> Iterable[tuple[str, Key, float]]:
+        base, priced = labels.base, labels.priced
+        yield semconv.METRIC_ROWS_PROCESSED, _key(base), delta.rows_processed
+        yield semconv.METRIC_ROWS_FAILED, _key(base), delta.rows_failed
+        yield semconv.METRIC_ROWS_SKIPPED, _key(base), delta.rows_skipped
+        yield semconv.METRIC_COST, _key(priced), delta.cost_usd
+        for token_type, count in (("input", delta.tokens_input), ("output", delta.tokens_output)):
+            yield semconv.METRIC_TOKENS, _key({**priced, semconv.LABEL_TYPE: token_type}), count
+
+    def _totals(self, name: str) -> list[Observation]:
+        with self._lock:
+            totals: dict[Key, float] = defaultdict(float, self._retained[name])
+            for run, labels in self._active.values():
+                for metric, key, value in self._contributions(run.added(), labels):
+                    if metric == name:
+                        totals[key] += value
+        return [Observation(value, dict(key)) for key, value in totals.items()]
+
+    def _rows_processed(self, options: CallbackOptions) -> list[Observation]:
+        return self._totals(semconv.METRIC_ROWS_PROCESSED)
+
+    def _rows_failed(self, options: CallbackOptions) -> list[Observation]:
+        return self._totals(semconv.METRIC_ROWS_FAILED)
+
+    def _rows_skipped(self, options: CallbackOptions) -> list[Observation]:
+        return self._totals(semconv.METRIC_ROWS_SKIPPED)
+
+    def _tokens(self, options: CallbackOptions) -> list[Observation]:
+        return self._totals(semconv.METRIC_TOKENS)
+
+    def _cost(self, options: CallbackOptions) -> list[Observation]:
+        return self._totals(semconv.METRIC_COST)
+
+    def _runs_active(self, options: CallbackOptions) -> list[Observation]:
+        with self._lock:
+            counts = dict.fromkeys(self._pipelines, 0)
+            for _, labels in self._active.values():
+                counts[labels.pipeline] += 1
+        return [Observation(n, {semconv.LABEL_PIPELINE: p}) for p, n in counts.items()]
+
+    def _last_success_cb(self, options: CallbackOptions) -> list[Observation]:
+        with self._lock:
+            items = list(self._last_success.items())
+        return [Observation(ts, {semconv.LABEL_PIPELINE: p}) for p, ts in items]
+
+    def _per_run(self, read: Any) -> Any:
+        """A gauge callback reporting `read(run)` for each active run, labelled with run_id."""
+
+        def callback(options: CallbackOptions) -> list[Observation]:
+            with self._lock:
+                active = list(self._active.values())
+            return [
+                Observation(
+                    read(run),
+                    {semconv.LABEL_PIPELINE: labels.pipeline, semconv.LABEL_RUN_ID: labels.run_id},
+                )
+                for run, labels in active
+            ]
+
+        return callback
+
+    @staticmethod
+    def _ratio(run: RunTelemetry) -> float:
+        now = run.snapshot()
+        if not now.rows_total:
+            return 0.0
+        return min(now.rows_processed / now.rows_total, 1.0)
+
+    @staticmethod
+    def _rows_done(run: RunTelemetry) -> int:
+        return run.snapshot().rows_processed
+
+    @staticmethod
+    def _rows_expected(run: RunTelemetry) -> int:
+        return run.snapshot().rows_total
+
+    @staticmethod
+    def _run_cost(run: RunTelemetry) -> float:
+        return run.snapshot().cost_usd
+
+    @staticmethod
+    def _run_start(run: RunTelemetry) -> float:
+        return run.start_wall
+
+
+_BY_PROVIDER: weakref.WeakKeyDictionary[Any, OndineMetrics] = weakref.WeakKeyDictionary()
+_BY_PROVIDER_LOCK = threading.Lock()
+
+
+def metrics_for(meter_provider: MeterProvider | None, *, label_limit: int = 100) -> OndineMetrics:
+    """The one OndineMetrics of a MeterProvider.
+
+    Instruments are registered once per provider however often instrumentation is switched on
+    (the SDK would warn about duplicates and keep the first callbacks anyway).
+    """
+    provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
+    with _BY_PROVIDER_LOCK:
+        found = _BY_PROVIDER.get(provider)
+        if found is None:
+            found = OndineMetrics(provider, label_limit=label_limit)
+            _BY_PROVIDER[provider] = found
+        return found

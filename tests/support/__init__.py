@@ -1,0 +1,1 @@
+"""Test-only helpers: polling, free ports, an in-process OTLP receiver, real Prometheus."""
