@@ -4,10 +4,21 @@ The public surface only; see the README for the entries (instrument(), zero-code
 """
 
 from ondine_otel import llm_events
+from ondine_otel.config import TelemetryConfig
+from ondine_otel.errors import ConfigError
 from ondine_otel.instrumentor import OndineInstrumentor
 from ondine_otel.observer import OtelObserver
+from ondine_otel.telemetry import Telemetry, instrument
 from ondine_otel.version import __version__
 
 llm_events.register()  # makes `with_observer("otel", ...)` work after `import ondine_otel`
 
-__all__ = ["OndineInstrumentor", "OtelObserver", "__version__"]
+__all__ = [
+    "ConfigError",
+    "OndineInstrumentor",
+    "OtelObserver",
+    "Telemetry",
+    "TelemetryConfig",
+    "__version__",
+    "instrument",
+]

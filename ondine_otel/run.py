@@ -317,6 +317,8 @@ class RunTelemetry:
             span_attributes(
                 {
                     **checkpoint_attributes(self.context),
+                    # ondine never advances current_stage_index; ours is the stage that saved.
+                    semconv.ATTR_CHECKPOINT_STAGE_INDEX: max(self._stage_count - 1, 0),
                     semconv.ATTR_CHECKPOINT_SAVED: saved,
                     semconv.ATTR_CHECKPOINT_BYTES: size_bytes,
                 }

@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import json
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ PUSH_AUTH = {
 }
 
 
-def build(env: dict[str, str] | None = None, **kwargs: Any) -> TelemetryConfig:
+def build(env: Mapping[str, str] | None = None, /, **kwargs: Any) -> TelemetryConfig:
     return TelemetryConfig.from_settings(environ=env or {}, **kwargs)
 
 
@@ -54,7 +55,8 @@ def test_defaults_match_the_table_and_direct_construction() -> None:
 def test_dataclass_field_defaults_equal_setting_defaults() -> None:
     by_name = {s.name: s for s in SETTINGS}
     for f in dataclasses.fields(TelemetryConfig):
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        factory = f.default_factory
+        default = f.default if factory is dataclasses.MISSING else factory()
         assert default == by_name[f.name].default, f.name
 
 

@@ -1,0 +1,239 @@
+"""Building providers, readers and exporters from a TelemetryConfig.
+
+Everything here is explicit: exporters get their endpoint, headers, timeout and compression
+from the validated config instead of re-reading the environment, so what runs is what
+`ondine-otel check` printed. Queues and timeouts are bounded: a dead collector costs at most a
+timeout per export on a background thread, never the job's time.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+)
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
+from prometheus_client import CollectorRegistry, start_http_server
+
+from ondine_otel.config import OtlpSettings, TelemetryConfig
+from ondine_otel.metrics import metric_views
+
+#: Bounded export queue: a stalled collector drops spans instead of growing memory.
+SPAN_QUEUE_SIZE = 8192
+METRIC_EXPORT_INTERVAL_MS = 15_000
+
+
+def build_resource(config: TelemetryConfig) -> Resource:
+    """service.name and OTEL_RESOURCE_ATTRIBUTES-style attributes from the config."""
+    attributes: dict[str, Any] = dict(config.resource_attributes)
+    attributes["service.name"] = config.service_name
+    return Resource.create(attributes)
+
+
+def build_sampler(config: TelemetryConfig) -> Sampler:
+    name = config.traces_sampler
+    ratio = TraceIdRatioBased(config.sampler_ratio)
+    root: Sampler = {
+        "always_on": ALWAYS_ON,
+        "always_off": ALWAYS_OFF,
+        "traceidratio": ratio,
+        "parentbased_always_on": ALWAYS_ON,
+        "parentbased_always_off": ALWAYS_OFF,
+        "parentbased_traceidratio": ratio,
+    }[name]
+    return ParentBased(root) if name.startswith("parentbased_") else root
+
+
+def _compression(settings: OtlpSettings, grpc: bool) -> Any:
+    if settings.compression != "gzip":
+        return None
+    if grpc:
+        from grpc import Compression
+
+        return Compression.Gzip
+    from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
+
+    return HttpCompression.Gzip
+
+
+def otlp_span_exporter(settings: OtlpSettings) -> SpanExporter:
+    headers: dict[str, str] = dict(settings.headers)
+    if settings.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcSpanExporter,
+        )
+
+        return GrpcSpanExporter(
+            endpoint=settings.endpoint,
+            insecure=settings.endpoint.startswith("http://"),
+            credentials=_grpc_credentials(settings),
+            headers=headers,
+            timeout=settings.timeout_s,
+            compression=_compression(settings, grpc=True),
+        )
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(
+        endpoint=settings.endpoint,
+        certificate_file=settings.certificate,
+        headers=dict(headers),
+        timeout=settings.timeout_s,
+        compression=_compression(settings, grpc=False),
+    )
+
+
+def otlp_metric_exporter(settings: OtlpSettings) -> MetricExporter:
+    headers: dict[str, str] = dict(settings.headers)
+    if settings.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+            OTLPMetricExporter as GrpcMetricExporter,
+        )
+
+        return GrpcMetricExporter(
+            endpoint=settings.endpoint,
+            insecure=settings.endpoint.startswith("http://"),
+            credentials=_grpc_credentials(settings),
+            headers=headers,
+            timeout=settings.timeout_s,
+            compression=_compression(settings, grpc=True),
+        )
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+    return OTLPMetricExporter(
+        endpoint=settings.endpoint,
+        certificate_file=settings.certificate,
+        headers=dict(headers),
+        timeout=settings.timeout_s,
+        compression=_compression(settings, grpc=False),
+    )
+
+
+def _grpc_credentials(settings: OtlpSettings) -> Any:
+    if settings.certificate is None or settings.endpoint.startswith("http://"):
+        return None
+    import grpc
+
+    with open(settings.certificate, "rb") as handle:
+        return grpc.ssl_channel_credentials(handle.read())
+
+
+def span_exporters(config: TelemetryConfig) -> list[SpanExporter]:
+    """The span exporters the config selects (none when telemetry is disabled)."""
+    if config.disabled:
+        return []
+    chosen: list[SpanExporter] = []
+    for name in config.exporters_for("traces"):
+        if name == "otlp":
+            chosen.append(otlp_span_exporter(config.otlp_for("traces")))
+        elif name == "console":
+            chosen.append(ConsoleSpanExporter())
+    return chosen
+
+
+def span_processors(config: TelemetryConfig) -> list[SpanProcessor]:
+    """One bounded BatchSpanProcessor per selected exporter."""
+    timeout_ms = int(config.otlp_for("traces").timeout_s * 1000)
+    return [
+        BatchSpanProcessor(
+            exporter, max_queue_size=SPAN_QUEUE_SIZE, export_timeout_millis=timeout_ms
+        )
+        for exporter in span_exporters(config)
+    ]
+
+
+def span_processors_from_env() -> list[SpanProcessor]:
+    """Span processors for the standard OTEL_* environment (used by the demo)."""
+    return span_processors(TelemetryConfig.from_settings())
+
+
+def build_tracer_provider(config: TelemetryConfig, resource: Resource) -> TracerProvider:
+    provider = TracerProvider(resource=resource, sampler=build_sampler(config))
+    for processor in span_processors(config):
+        provider.add_span_processor(processor)
+    return provider
+
+
+class PrometheusEndpoint:
+    """A Prometheus reader on its own registry, served over HTTP and pushed from.
+
+    Its own CollectorRegistry keeps process/gc collectors and other libraries' metrics out of
+    our exposition, and lets the Pushgateway pusher push exactly the same numbers.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.reader = PrometheusMetricReader(
+            disable_target_info=True, scope_info_enabled=False, registry=self.registry
+        )
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve /metrics on host:port (0 = any free port); returns the bound port."""
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server, self._thread = server, thread
+        return int(server.server_address[1])
+
+    @property
+    def port(self) -> int | None:
+        return None if self._server is None else int(self._server.server_address[1])
+
+    def close(self) -> None:
+        """Stop serving (frees the port); the reader is shut down with its MeterProvider."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+def metric_readers(
+    config: TelemetryConfig, prometheus: PrometheusEndpoint | None
+) -> list[MetricReader]:
+    """Readers for the selected metric exporters; `prometheus` supplies the pull reader."""
+    if config.disabled:
+        return []
+    readers: list[MetricReader] = []
+    for name in config.exporters_for("metrics"):
+        if name == "otlp":
+            settings = config.otlp_for("metrics")
+            readers.append(
+                PeriodicExportingMetricReader(
+                    otlp_metric_exporter(settings),
+                    export_interval_millis=METRIC_EXPORT_INTERVAL_MS,
+                    export_timeout_millis=settings.timeout_s * 1000,
+                )
+            )
+        elif name == "console":
+            readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
+    if prometheus is not None:
+        readers.append(prometheus.reader)
+    return readers
+
+
+def build_meter_provider(
+    config: TelemetryConfig, resource: Resource, readers: list[MetricReader]
+) -> MeterProvider:
+    return MeterProvider(resource=resource, metric_readers=readers, views=metric_views())

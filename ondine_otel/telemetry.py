@@ -1,0 +1,234 @@
+"""`ondine_otel.instrument()`: one call that sets up traces, metrics and exports for ondine.
+
+The application's own telemetry wins: an SDK provider it installed globally is used as it is
+(no exporter is added to it, it is never replaced); only when none is installed do we install
+ours. A Prometheus endpoint or Pushgateway asked for is always served from our own reader, so
+it works alongside any provider. Shutdown is bounded: a dead collector cannot hold the job's
+exit hostage.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+from opentelemetry.trace import TracerProvider
+
+from ondine_otel import exporters
+from ondine_otel.config import TelemetryConfig
+from ondine_otel.errors import ConfigError
+from ondine_otel.fanout import FanOut
+from ondine_otel.guard import report
+from ondine_otel.instrumentor import OndineInstrumentor
+from ondine_otel.metrics import metrics_for
+from ondine_otel.pushgateway import PushgatewayPusher
+from ondine_otel.run import RunListener
+
+_lock = threading.Lock()
+_current: Telemetry | None = None
+# Providers we installed as the global ones: after our shutdown they are dead, not the app's.
+_ours: set[int] = set()
+
+
+class Telemetry:
+    """The handle `instrument()` returns: what is running, and how to stop it.
+
+    Use it as a context manager, or call `shutdown()`; an interpreter-exit hook also flushes
+    it (bounded) if neither happened.
+    """
+
+    def __init__(self, config: TelemetryConfig) -> None:
+        self.config = config
+        self.tracer_provider: TracerProvider | None = None
+        self.meter_providers: list[MeterProvider] = []
+        self.prometheus: exporters.PrometheusEndpoint | None = None
+        self.pusher: PushgatewayPusher | None = None
+        self.instrumentor: OndineInstrumentor | None = None
+        self._owned: list[Any] = []  # providers we built and must flush and shut down
+        self._closed = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.instrumentor is not None
+
+    @property
+    def prometheus_port(self) -> int | None:
+        """The port /metrics is served on (useful with port 0), or None."""
+        return None if self.prometheus is None else self.prometheus.port
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop instrumenting, flush and stop exports; returns within about `timeout` seconds."""
+        global _current
+        with _lock:
+            if self._closed:
+                return
+            self._closed = True
+            if _current is self:
+                _current = None
+        atexit.unregister(self._at_exit)
+        if self.instrumentor is not None:
+            _quietly("uninstrumenting ondine", self.instrumentor.uninstrument)
+        if self.pusher is not None:
+            _quietly("stopping the Pushgateway pusher", self.pusher.close)
+        if self.prometheus is not None:
+            _quietly("stopping the Prometheus endpoint", self.prometheus.close)
+        deadline = time.monotonic() + timeout
+        for provider in self._owned:
+            _bounded(provider.shutdown, deadline)
+
+    def _at_exit(self) -> None:
+        self.shutdown(timeout=self.config.otlp_for("traces").timeout_s)
+
+    def __enter__(self) -> Telemetry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+def instrument(*, reconfigure: bool = False, **settings: Any) -> Telemetry:
+    """Trace and meter every ondine run in this process; see the README for the settings.
+
+    Calling it again with the same settings returns the same handle. Different settings raise
+    `ConfigError` unless `reconfigure=True`, which shuts the old set-up down first: two set-ups
+    at once would double every span and series.
+    """
+    global _current
+    config = TelemetryConfig.from_settings(**settings)
+    with _lock:
+        current = _current
+    if current is not None:
+        if current.config == config or (not settings and not reconfigure):
+            return current
+        if not reconfigure:
+            raise ConfigError(
+                "instrument",
+                None,
+                "the same settings, or reconfigure=True",
+                message="ondine-otel is already instrumented with different settings: call "
+                "shutdown() on the first handle, or pass reconfigure=True to replace it",
+            )
+        current.shutdown()
+    telemetry = _build(config)
+    with _lock:
+        _current = telemetry
+    return telemetry
+
+
+def current() -> Telemetry | None:
+    """The active handle, if `instrument()` has been called and not shut down."""
+    return _current
+
+
+def _build(config: TelemetryConfig) -> Telemetry:
+    telemetry = Telemetry(config)
+    if config.disabled:
+        return telemetry
+    try:
+        _start(telemetry, config)
+    except BaseException:
+        telemetry.shutdown(timeout=1.0)
+        raise
+    atexit.register(telemetry._at_exit)
+    return telemetry
+
+
+def _start(telemetry: Telemetry, config: TelemetryConfig) -> None:
+    resource = exporters.build_resource(config)
+    wants_registry = config.prometheus_address is not None or config.pushgateway_url is not None
+    if wants_registry:
+        telemetry.prometheus = exporters.PrometheusEndpoint()
+    if config.prometheus_address is not None and telemetry.prometheus is not None:
+        host, port = config.prometheus_address
+        try:
+            telemetry.prometheus.serve(host, port)
+        except OSError as error:
+            raise ConfigError(
+                "prometheus_port",
+                port,
+                "a free port (or 0 to let the OS choose)",
+                message=f"cannot serve Prometheus metrics on {host}:{port} ({error}); set "
+                "OTEL_EXPORTER_PROMETHEUS_PORT / prometheus_port to a free port, or 0",
+            ) from error
+
+    # Traces: the application's SDK provider as it is, else ours (installed globally).
+    app_tracer = trace.get_tracer_provider()
+    if isinstance(app_tracer, SdkTracerProvider) and id(app_tracer) not in _ours:
+        telemetry.tracer_provider = app_tracer
+    else:
+        provider = exporters.build_tracer_provider(config, resource)
+        telemetry._owned.append(provider)
+        telemetry.tracer_provider = provider
+        if not isinstance(app_tracer, SdkTracerProvider):
+            trace.set_tracer_provider(provider)
+            _ours.add(id(provider))
+
+    # Metrics: the application's SDK provider as it is, plus our own for pull/push if asked.
+    app_meter = metrics.get_meter_provider()
+    app_owned = isinstance(app_meter, SdkMeterProvider) and id(app_meter) not in _ours
+    readers: list[MetricReader]
+    if app_owned:
+        telemetry.meter_providers.append(app_meter)
+        readers = [telemetry.prometheus.reader] if telemetry.prometheus is not None else []
+    else:
+        readers = exporters.metric_readers(config, telemetry.prometheus)
+    if readers:
+        own = exporters.build_meter_provider(config, resource, readers)
+        telemetry._owned.append(own)
+        telemetry.meter_providers.append(own)
+        if not isinstance(app_meter, SdkMeterProvider):
+            metrics.set_meter_provider(own)
+            _ours.add(id(own))
+
+    listeners: list[RunListener] = [
+        metrics_for(provider, label_limit=config.label_limit)
+        for provider in telemetry.meter_providers
+    ]
+    if config.pushgateway_url is not None and telemetry.prometheus is not None:
+        own_metrics = listeners[-1]
+        telemetry.pusher = PushgatewayPusher(
+            config.pushgateway_url,
+            telemetry.prometheus.registry,
+            pipeline_label=own_metrics.labels.pipeline,  # type: ignore[attr-defined]
+            interval=config.push_interval,
+            username=config.pushgateway_username,
+            password=config.pushgateway_password,
+        )
+        listeners.append(telemetry.pusher)
+
+    instrumentor = OndineInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()  # e.g. zero-code instrumentation already did it, bare
+    instrumentor.instrument(
+        tracer_provider=telemetry.tracer_provider,
+        listener=FanOut(listeners),
+        pipeline_name=config.pipeline_name,
+        progress_interval=config.progress_interval,
+        llm_span_limit=config.llm_span_limit,
+        capture_content=config.capture_content,
+        label_limit=config.label_limit,
+    )
+    telemetry.instrumentor = instrumentor
+
+
+def _quietly(site: str, action: Any) -> None:
+    try:
+        action()
+    except Exception as error:  # noqa: BLE001 - shutting down must finish
+        report(site, error)
+
+
+def _bounded(action: Any, deadline: float) -> None:
+    """Run `action` on a daemon thread and wait no later than `deadline`."""
+    worker = threading.Thread(
+        target=_quietly, args=("shutting down a provider", action), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=max(deadline - time.monotonic(), 0.0))
