@@ -3,7 +3,7 @@
 The public surface only; see the README for the entries (instrument(), zero-code, observers).
 """
 
-from ondine_otel import llm_events
+from ondine_otel import registered
 from ondine_otel.config import TelemetryConfig
 from ondine_otel.errors import ConfigError
 from ondine_otel.instrumentor import OndineInstrumentor
@@ -11,7 +11,7 @@ from ondine_otel.observer import OtelObserver
 from ondine_otel.telemetry import Telemetry, instrument
 from ondine_otel.version import __version__
 
-llm_events.register()  # makes `with_observer("otel", ...)` work after `import ondine_otel`
+registered.register()  # makes `with_observer("otel", ...)` work after `import ondine_otel`
 
 __all__ = [
     "ConfigError",

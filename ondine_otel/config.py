@@ -1010,3 +1010,19 @@ def unrecognized_environment(environ: Mapping[str, str] | None = None) -> list[s
     env = os.environ if environ is None else environ
     known = {s.env for s in SETTINGS}
     return sorted(k for k in env if k.startswith(_ENV_PREFIX) and k not in known)
+
+
+def sdk_disabled(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether OTEL_SDK_DISABLED turns everything off, read the same way as `disabled`.
+
+    For entries that take no settings (the zero-code instrumentor, a bare OtelObserver): an
+    unparsable value is treated as not disabled rather than raising inside a running job.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get("OTEL_SDK_DISABLED", "").strip()
+    if not raw:
+        return False
+    try:
+        return _parse_bool(raw)
+    except _Invalid:
+        return False

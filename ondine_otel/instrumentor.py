@@ -19,6 +19,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
 from ondine_otel import checkpoints, semconv
+from ondine_otel.config import sdk_disabled
 from ondine_otel.guard import report
 from ondine_otel.observer import OtelObserver, ensure_default_observers, finish_run
 from ondine_otel.package import _instruments
@@ -46,6 +47,8 @@ class OndineInstrumentor(BaseInstrumentor):
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
+        if sdk_disabled():
+            return  # OTEL_SDK_DISABLED=true: every entry is a no-op
         listener: RunListener | None = kwargs.get("listener")
         self._observer = OtelObserver(
             kwargs.get("tracer_provider"),

@@ -1,4 +1,4 @@
-"""The `otel` PipelineObserver: ondine's llm_call events -> GenAI CLIENT spans and metrics.
+"""ondine's llm_call events -> GenAI CLIENT spans and metrics.
 
 ondine emits `llm_call` from inside the per-row asyncio task with placeholder ids, so the event
 cannot say which run or stage it belongs to; the current OpenTelemetry context can, because the
@@ -12,14 +12,11 @@ import json
 from datetime import datetime
 from typing import Any
 
-from ondine.observability.base import PipelineObserver
-from ondine.observability.registry import ObserverRegistry, observer
 from opentelemetry.trace import SpanKind
 
 from ondine_otel import modelname, semconv
-from ondine_otel.guard import guarded
 from ondine_otel.redaction import redact
-from ondine_otel.run import RunTelemetry, current_run
+from ondine_otel.run import RunTelemetry
 from ondine_otel.tracing import span_attributes
 
 
@@ -112,22 +109,3 @@ def _messages(event: Any) -> dict[str, str]:
         semconv.GEN_AI_INPUT_MESSAGES: json.dumps(inputs),
         semconv.GEN_AI_OUTPUT_MESSAGES: json.dumps(outputs),
     }
-
-
-class LLMCallObserver(PipelineObserver):
-    """ondine instantiates this per run from `with_observer("otel", config)`."""
-
-    def __init__(self, config: dict[str, Any] | None = None) -> None:
-        super().__init__(config)
-
-    @guarded("on_llm_call")
-    def on_llm_call(self, event: Any) -> None:
-        run = current_run()
-        if run is not None and not run.finished:
-            record_llm_call(run, event)
-
-
-def register() -> None:
-    """Register under ondine's observer name `otel` (idempotent: import may happen twice)."""
-    if not ObserverRegistry.is_registered(semconv.OBSERVER_NAME):
-        observer(semconv.OBSERVER_NAME)(LLMCallObserver)

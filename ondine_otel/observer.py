@@ -23,6 +23,7 @@ from opentelemetry.trace import TracerProvider
 
 from ondine_otel import modelname, semconv
 from ondine_otel.active_runs import Registry
+from ondine_otel.config import sdk_disabled
 from ondine_otel.guard import guarded
 from ondine_otel.metrics import metrics_for
 from ondine_otel.run import RestoredCheckpoint, RunListener, RunTelemetry
@@ -83,6 +84,7 @@ class OtelObserver(ExecutionObserver):
         self.label_limit = label_limit
         self._listener = listener
         self._on_run_started = on_run_started
+        self._disabled = sdk_disabled()
 
     @property
     def listener(self) -> RunListener:
@@ -98,6 +100,8 @@ class OtelObserver(ExecutionObserver):
 
     @guarded("on_pipeline_start")
     def on_pipeline_start(self, pipeline: Any, context: Any) -> None:
+        if self._disabled:
+            return
         session_id = getattr(context, "session_id", None)
         existing = ACTIVE_RUNS.get(session_id)
         if existing is not None and not existing.finished:

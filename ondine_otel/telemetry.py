@@ -28,6 +28,7 @@ from ondine_otel.fanout import FanOut
 from ondine_otel.guard import report
 from ondine_otel.instrumentor import OndineInstrumentor
 from ondine_otel.metrics import metrics_for
+from ondine_otel.observer import OtelObserver
 from ondine_otel.pushgateway import PushgatewayPusher
 from ondine_otel.run import RunListener
 
@@ -51,6 +52,7 @@ class Telemetry:
         self.prometheus: exporters.PrometheusEndpoint | None = None
         self.pusher: PushgatewayPusher | None = None
         self.instrumentor: OndineInstrumentor | None = None
+        self.listener: FanOut | None = None
         self._owned: list[Any] = []  # providers we built and must flush and shut down
         self._closed = False
 
@@ -62,6 +64,19 @@ class Telemetry:
     def prometheus_port(self) -> int | None:
         """The port /metrics is served on (useful with port 0), or None."""
         return None if self.prometheus is None else self.prometheus.port
+
+    def new_observer(self) -> OtelObserver:
+        """An OtelObserver wired like the instrumentor's (same providers, metrics, pushes)."""
+        config = self.config
+        return OtelObserver(
+            self.tracer_provider,
+            listener=self.listener,
+            pipeline_name=config.pipeline_name,
+            progress_interval=config.progress_interval,
+            llm_span_limit=config.llm_span_limit,
+            capture_content=config.capture_content,
+            label_limit=config.label_limit,
+        )
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop instrumenting, flush and stop exports; returns within about `timeout` seconds."""
@@ -203,12 +218,13 @@ def _start(telemetry: Telemetry, config: TelemetryConfig) -> None:
         )
         listeners.append(telemetry.pusher)
 
+    telemetry.listener = FanOut(listeners)
     instrumentor = OndineInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()  # e.g. zero-code instrumentation already did it, bare
     instrumentor.instrument(
         tracer_provider=telemetry.tracer_provider,
-        listener=FanOut(listeners),
+        listener=telemetry.listener,
         pipeline_name=config.pipeline_name,
         progress_interval=config.progress_interval,
         llm_span_limit=config.llm_span_limit,

@@ -1,0 +1,351 @@
+"""Issue "One-call setup": every entry works, agrees with the others, and respects the app.
+
+OpenTelemetry's global providers can be set only once per process, so each scenario runs in a
+fresh interpreter (as a user's job would) and reports what it saw as JSON on its last line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.otlp_receiver import OtlpHttpReceiver
+from tests.support.wait import free_port
+
+pytestmark = pytest.mark.integration
+
+_PRELUDE = """
+import json, os, sys, tempfile, threading
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from ondine_otel.demo.data import load_reviews
+from ondine_otel.demo.pipeline import build_demo_pipeline
+
+def app_providers():
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+    return exporter, reader, tracer_provider, meter_provider
+
+def metric_names(reader):
+    data = reader.get_metrics_data()
+    if data is None:
+        return []
+    return sorted({m.name for rm in data.resource_metrics for sm in rm.scope_metrics
+                   for m in sm.metrics})
+
+def span_names(exporter):
+    return sorted({s.name for s in exporter.get_finished_spans()})
+
+def report(**values):
+    sys.stdout.flush()
+    print("RESULT " + json.dumps(values), flush=True)
+"""
+
+
+def _run(body: str, *, env: dict[str, str] | None = None, timeout: float = 120) -> dict[str, Any]:
+    """Run a job script in a fresh interpreter; return its RESULT dict."""
+    script = _PRELUDE + textwrap.dedent(body)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, (done.stdout[-2000:], done.stderr[-4000:])
+    result: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
+    return result
+
+
+def test_app_provider_is_used_as_is_and_never_replaced() -> None:
+    result = _run(
+        """
+        exporter, reader, tracer_provider, meter_provider = app_providers()
+        processors_before = len(tracer_provider._active_span_processor._span_processors)
+        import ondine_otel
+        handle = ondine_otel.instrument(otlp_endpoint="http://127.0.0.1:9")
+        build_demo_pipeline(load_reviews(5), checkpoint_dir=tempfile.mkdtemp()).execute()
+        handle.shutdown(timeout=2)
+        report(
+            same_tracer=trace.get_tracer_provider() is tracer_provider,
+            same_meter=metrics.get_meter_provider() is meter_provider,
+            processors_added=len(tracer_provider._active_span_processor._span_processors)
+            - processors_before,
+            spans=span_names(exporter),
+            metrics=metric_names(reader),
+        )
+        """
+    )
+    assert result["same_tracer"] and result["same_meter"]
+    assert result["processors_added"] == 0  # no exporter of ours on the app's provider
+    assert "ondine.pipeline" in result["spans"]
+    assert "ondine.stage LLMInvocation" in result["spans"]
+    assert "ondine.cost.usd" in result["metrics"]
+
+
+def test_every_entry_gives_the_same_span_and_metric_names() -> None:
+    entries = {
+        "instrument": """
+            import ondine_otel
+            ondine_otel.instrument()
+            pipeline = build_demo_pipeline(load_reviews(8), checkpoint_dir=tempfile.mkdtemp())
+        """,
+        "with_observer": """
+            import ondine_otel
+            from ondine import PipelineBuilder
+            from ondine_otel.demo.client import OfflineLLMClient
+            from ondine_otel.demo.pipeline import PROMPT
+            pipeline = (
+                PipelineBuilder.create()
+                .from_dataframe(load_reviews(8), input_columns=["review"],
+                                output_columns=["sentiment"])
+                .with_prompt(PROMPT)
+                .with_llm(provider="openai", model="gpt-4o-mini", api_key="sk-offline")
+                .with_custom_llm_client(OfflineLLMClient())
+                .with_checkpoint_dir(tempfile.mkdtemp())
+                .with_observer("otel", {"pipeline_name": "ondine"})
+                .build()
+            )
+        """,
+        "add_observer": """
+            from ondine_otel import OtelObserver
+            pipeline = build_demo_pipeline(load_reviews(8), checkpoint_dir=tempfile.mkdtemp())
+            pipeline.add_observer(OtelObserver())
+        """,
+    }
+    seen: dict[str, dict[str, Any]] = {}
+    for name, setup in entries.items():
+        seen[name] = _run(
+            "exporter, reader, *_ = app_providers()\n"
+            + textwrap.dedent(setup)
+            + "\npipeline.execute()\n"
+            + "report(spans=span_names(exporter), metrics=metric_names(reader))\n"
+        )
+    # The LLM call spans need ondine's llm_call events, which only the instrumentor and
+    # with_observer ask for; a bare added observer has stage spans and metrics but no calls.
+    reference = seen["instrument"]
+    assert "chat gpt-4o-mini" in reference["spans"]
+    assert seen["with_observer"] == reference
+    bare = seen["add_observer"]
+    assert bare["spans"] == [s for s in reference["spans"] if not s.startswith("chat ")]
+    assert bare["metrics"] == [
+        m for m in reference["metrics"] if not m.startswith("gen_ai.client.")
+    ]
+    assert {"ondine.pipeline", "ondine.stage DataLoader", "ondine.stage ResponseParser"} <= set(
+        bare["spans"]
+    )
+
+
+def test_zero_code_instrumentation_traces_a_plain_job(tmp_path: Path) -> None:
+    job = tmp_path / "job.py"
+    job.write_text(
+        textwrap.dedent(
+            """
+            import tempfile
+            from ondine_otel.demo.data import load_reviews
+            from ondine_otel.demo.pipeline import build_demo_pipeline
+
+            build_demo_pipeline(load_reviews(6), checkpoint_dir=tempfile.mkdtemp()).execute()
+            """
+        )
+    )
+    launcher = Path(sys.executable).with_name("opentelemetry-instrument")
+    assert launcher.exists(), "opentelemetry-instrument comes with opentelemetry-instrumentation"
+    with OtlpHttpReceiver() as receiver:
+        env = {
+            **os.environ,
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_SERVICE_NAME": "nightly-job",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        }
+        done = subprocess.run(
+            [str(launcher), sys.executable, str(job)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        spans = receiver.wait_for_spans(
+            lambda found: any(s.name == "ondine.pipeline" for s in found), timeout=10
+        )
+    run = next(s for s in spans if s.name == "ondine.pipeline")
+    stages = [s for s in spans if s.parent_span_id == run.span_id]
+    assert {s.name for s in stages} >= {"ondine.stage DataLoader", "ondine.stage LLMInvocation"}
+    assert run.resource.get("service.name") == "nightly-job"
+
+
+def test_sdk_disabled_makes_every_entry_a_no_op() -> None:
+    result = _run(
+        """
+        exporter, reader, *_ = app_providers()
+        import ondine_otel
+        from ondine_otel import OtelObserver
+        handle = ondine_otel.instrument()
+        pipeline = build_demo_pipeline(load_reviews(4), checkpoint_dir=tempfile.mkdtemp())
+        pipeline.add_observer(OtelObserver())
+        pipeline.execute()
+        report(enabled=handle.enabled, spans=span_names(exporter), metrics=metric_names(reader))
+        """,
+        env={"OTEL_SDK_DISABLED": "true"},
+    )
+    assert result == {"enabled": False, "spans": [], "metrics": []}
+
+
+def test_instrument_twice_serves_one_endpoint_and_frees_the_port() -> None:
+    port = free_port()
+    result = _run(
+        f"""
+        import socket, threading, urllib.request
+        import ondine_otel
+        before = threading.active_count()
+        first = ondine_otel.instrument(prometheus_port={port}, prometheus_host="127.0.0.1")
+        second = ondine_otel.instrument(prometheus_port={port}, prometheus_host="127.0.0.1")
+        build_demo_pipeline(load_reviews(4), checkpoint_dir=tempfile.mkdtemp()).execute()
+        body = urllib.request.urlopen("http://127.0.0.1:{port}/metrics", timeout=5).read()
+        first.shutdown(timeout=2)
+        try:
+            socket.create_connection(("127.0.0.1", {port}), timeout=2).close()
+            refused = False
+        except ConnectionRefusedError:
+            refused = True
+        probe = socket.socket()  # bindable again by a server (TIME_WAIT aside, as servers do)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", {port}))
+        probe.listen()
+        probe.close()
+        threads = sorted(t.name for t in threading.enumerate() if t.name != "MainThread")
+        report(same=first is second, served=b"ondine_runs_total" in body, refused=refused)
+        """
+    )
+    assert result == {"same": True, "served": True, "refused": True}
+
+
+def test_shutdown_with_an_unreachable_collector_returns_within_its_timeout() -> None:
+    dead = free_port()
+    result = _run(
+        f"""
+        import time
+        import ondine_otel
+        handle = ondine_otel.instrument(
+            otlp_endpoint="http://127.0.0.1:{dead}", metrics_exporter="otlp"
+        )
+        build_demo_pipeline(load_reviews(20), checkpoint_dir=tempfile.mkdtemp()).execute()
+        started = time.monotonic()
+        handle.shutdown(timeout=2)
+        report(seconds=time.monotonic() - started)
+        """
+    )
+    # The 2 s budget plus interpreter overhead, never the 10 s export timeout.
+    assert result["seconds"] < 4, result
+
+
+def test_different_settings_need_an_explicit_reconfigure() -> None:
+    result = _run(
+        """
+        import ondine_otel
+        first = ondine_otel.instrument(pipeline_name="a")
+        try:
+            ondine_otel.instrument(pipeline_name="b")
+            refused = None
+        except ondine_otel.ConfigError as error:
+            refused = str(error)
+        second = ondine_otel.instrument(pipeline_name="b", reconfigure=True)
+        report(refused=refused, replaced=second is not first,
+               name=second.config.pipeline_name)
+        second.shutdown(timeout=1)
+        """
+    )
+    assert result["refused"] and "reconfigure=True" in result["refused"]
+    assert result["replaced"] and result["name"] == "b"
+
+
+@pytest.mark.parametrize(
+    ("settings", "setting_name"),
+    [
+        ({"otlp_protocol": "carrier-pigeon"}, "otlp_protocol"),
+        ({"otlp_endpoint": "localhost:4318"}, "otlp_endpoint"),
+        ({"prometheus_port": 70000}, "prometheus_port"),
+        ({"traces_sampler": "traceidratio", "traces_sampler_arg": "half"}, "traces_sampler_arg"),
+        ({"traces_sampler": "traceidratio", "traces_sampler_arg": 1.5}, "traces_sampler_arg"),
+        ({"push_interval": "soon"}, "push_interval"),
+    ],
+)
+def test_bad_settings_fail_fast_and_leave_nothing_behind(
+    settings: dict[str, Any], setting_name: str
+) -> None:
+    port = free_port()
+    result = _run(
+        f"""
+        import threading
+        import ondine_otel
+        before = threading.active_count()
+        try:
+            ondine_otel.instrument(prometheus_host="127.0.0.1", **{settings!r},
+                                   **({{}} if "prometheus_port" in {settings!r}
+                                      else {{"prometheus_port": {port}}}))
+            error = None
+        except ondine_otel.ConfigError as raised:
+            error = str(raised)
+        from ondine.api.pipeline import Pipeline
+        report(error=error, threads=threading.active_count() - before,
+               wrapped=hasattr(Pipeline.execute, "__wrapped__"),
+               tracer=type(trace.get_tracer_provider()).__name__)
+        """
+    )
+    assert result["error"] is not None and setting_name in result["error"]
+    assert result["threads"] == 0
+    assert result["wrapped"] is False
+    assert result["tracer"] == "ProxyTracerProvider"  # nothing was installed
+    with socket.socket() as probe:  # and no server holds the port
+        probe.bind(("127.0.0.1", port))
+
+
+def test_port_in_use_is_a_setup_error_naming_the_setting() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        started = time.monotonic()
+        result = _run(
+            f"""
+            import ondine_otel
+            try:
+                ondine_otel.instrument(prometheus_port={port}, prometheus_host="127.0.0.1")
+                error = None
+            except ondine_otel.ConfigError as raised:
+                error = str(raised)
+            report(error=error, tracer=type(trace.get_tracer_provider()).__name__)
+            """
+        )
+    assert result["error"] and "prometheus_port" in result["error"]
+    assert result["tracer"] == "ProxyTracerProvider"
+    assert time.monotonic() - started < 60
