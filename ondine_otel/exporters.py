@@ -8,6 +8,7 @@ timeout per export on a background thread, never the job's time.
 
 from __future__ import annotations
 
+import importlib
 import threading
 from typing import Any
 
@@ -76,14 +77,15 @@ def _compression(settings: OtlpSettings, grpc: bool) -> Any:
     return HttpCompression.Gzip
 
 
-def otlp_span_exporter(settings: OtlpSettings) -> SpanExporter:
-    headers: dict[str, str] = dict(settings.headers)
-    if settings.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-            OTLPSpanExporter as GrpcSpanExporter,
-        )
+def _otlp_exporter(settings: OtlpSettings, signal: str, class_name: str) -> Any:
+    """The OTLP exporter class `class_name` for `signal`, over grpc or http/protobuf.
 
-        return GrpcSpanExporter(
+    Imported lazily: a job exporting over HTTP never loads grpcio.
+    """
+    headers = dict(settings.headers)
+    if settings.protocol == "grpc":
+        module = importlib.import_module(f"opentelemetry.exporter.otlp.proto.grpc.{signal}")
+        return getattr(module, class_name)(
             endpoint=settings.endpoint,
             insecure=settings.endpoint.startswith("http://"),
             credentials=_grpc_credentials(settings),
@@ -91,41 +93,24 @@ def otlp_span_exporter(settings: OtlpSettings) -> SpanExporter:
             timeout=settings.timeout_s,
             compression=_compression(settings, grpc=True),
         )
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    return OTLPSpanExporter(
+    module = importlib.import_module(f"opentelemetry.exporter.otlp.proto.http.{signal}")
+    return getattr(module, class_name)(
         endpoint=settings.endpoint,
         certificate_file=settings.certificate,
-        headers=dict(headers),
+        headers=headers,
         timeout=settings.timeout_s,
         compression=_compression(settings, grpc=False),
     )
+
+
+def otlp_span_exporter(settings: OtlpSettings) -> SpanExporter:
+    exporter: SpanExporter = _otlp_exporter(settings, "trace_exporter", "OTLPSpanExporter")
+    return exporter
 
 
 def otlp_metric_exporter(settings: OtlpSettings) -> MetricExporter:
-    headers: dict[str, str] = dict(settings.headers)
-    if settings.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-            OTLPMetricExporter as GrpcMetricExporter,
-        )
-
-        return GrpcMetricExporter(
-            endpoint=settings.endpoint,
-            insecure=settings.endpoint.startswith("http://"),
-            credentials=_grpc_credentials(settings),
-            headers=headers,
-            timeout=settings.timeout_s,
-            compression=_compression(settings, grpc=True),
-        )
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-
-    return OTLPMetricExporter(
-        endpoint=settings.endpoint,
-        certificate_file=settings.certificate,
-        headers=dict(headers),
-        timeout=settings.timeout_s,
-        compression=_compression(settings, grpc=False),
-    )
+    exporter: MetricExporter = _otlp_exporter(settings, "metric_exporter", "OTLPMetricExporter")
+    return exporter
 
 
 def _grpc_credentials(settings: OtlpSettings) -> Any:
