@@ -148,7 +148,6 @@ class RunTelemetry:
                         is_remote=True,
                         trace_flags=TraceFlags(TraceFlags.SAMPLED if crashed.sampled else 0),
                     ),
-                    {"ondine.link.type": "resumed_from"},
                 )
             )
         start = snapshot.take(self.context)
