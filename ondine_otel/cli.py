@@ -1,7 +1,8 @@
 """The ``ondine-otel`` command line.
 
 ``demo`` shows what the instrumentation produces without an API key, network or tracing
-backend: it runs the offline sentiment pipeline under the instrumentor and prints the trace.
+backend: it runs the offline sentiment pipeline under the instrumentor, serves its Prometheus
+metrics meanwhile and prints the trace and a metrics summary.
 Each subcommand lives in its own ``_add_*_parser`` / ``_run_*`` pair.
 """
 
@@ -16,10 +17,19 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ondine_otel.check import add_check_parser
 from ondine_otel.version import __version__
 
+if TYPE_CHECKING:  # the demo imports these lazily; the other commands need neither
+    from rich.console import Console
+
+    from ondine_otel.exporters import PrometheusEndpoint
+
 DEMO_SERVICE_NAME = "ondine-otel-demo"
+DEMO_METRICS_HOST = "127.0.0.1"
+DEMO_METRICS_PORT = 9464  # the OpenTelemetry Prometheus exporter's usual port
 _OTLP_ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
@@ -44,6 +54,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ondine-otel {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_demo_parser(subparsers)
+    add_check_parser(subparsers)
     return parser
 
 
@@ -73,29 +84,53 @@ def _add_demo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     demo.add_argument(
         "--checkpoint-dir", type=Path, default=None, help="default: a temporary directory"
     )
+    demo.add_argument(
+        "--metrics-port",
+        type=_metrics_port,
+        default=DEMO_METRICS_PORT,
+        help=f"serve Prometheus /metrics on 127.0.0.1:PORT during the run (default: "
+        f"{DEMO_METRICS_PORT}); with 0, or if PORT is busy, the OS picks a free port",
+    )
+    demo.add_argument(
+        "--keep-serving",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep /metrics up this long after the run, e.g. to curl it (default: 0)",
+    )
     demo.set_defaults(handler=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    """Run the demo pipeline instrumented, then print a summary line and the trace tree."""
+    """Run the demo pipeline instrumented, then print a summary line, the trace tree and the
+    metrics summary; /metrics is served meanwhile so the live counters can be scraped.
+
+    It builds its own providers rather than calling `ondine_otel.instrument()`, which would
+    install them globally in the caller's process (the tests run `main()` in-process).
+    """
     # Imported here: only the demo needs ondine, the SDK exporters and rich.
     from ondine.utils import configure_logging
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from rich.console import Console
 
-    from ondine_otel.console import print_trace
+    from ondine_otel.console import print_metrics_summary, print_trace
     from ondine_otel.demo import build_demo_pipeline, load_reviews
     from ondine_otel.demo.pipeline import OUTPUT_COLUMN
+    from ondine_otel.exporters import PrometheusEndpoint
     from ondine_otel.instrumentor import OndineInstrumentor
+    from ondine_otel.metrics import metric_views
 
     # ondine logs every skipped row at INFO/WARNING to stdout; the trace tells the same story.
     configure_logging(level=os.environ.get("ONDINE_LOG_LEVEL", "ERROR"))
     console = Console()
     service = os.environ.get("OTEL_SERVICE_NAME", DEMO_SERVICE_NAME)
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
+    resource = Resource.create({SERVICE_NAME: service})
+    provider = TracerProvider(resource=resource)
     memory = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(memory))
     otlp = next((os.environ[v] for v in _OTLP_ENDPOINT_VARS if os.environ.get(v)), None)
@@ -105,9 +140,17 @@ def _run_demo(args: argparse.Namespace) -> int:
         for processor in span_processors_from_env():
             provider.add_span_processor(processor)
 
+    # One set of instruments, two readers: Prometheus for scrapes, in-memory for the summary.
+    endpoint = PrometheusEndpoint()
+    metric_memory = InMemoryMetricReader()
+    meter_provider = MeterProvider(
+        resource=resource, metric_readers=[endpoint.reader, metric_memory], views=metric_views()
+    )
+    url = _serve_demo_metrics(endpoint, args.metrics_port, console)
+
     df = load_reviews(args.rows)
     instrumentor = OndineInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
+    instrumentor.instrument(tracer_provider=provider, meter_provider=meter_provider)
     started = time.perf_counter()
     error: Exception | None = None
     try:
@@ -152,8 +195,51 @@ def _run_demo(args: argparse.Namespace) -> int:
     if otlp is not None:
         console.print(f"spans also exported to {otlp}", highlight=False)
     print_trace(spans, console)
-    provider.shutdown()
+    try:
+        print_metrics_summary(metric_memory.get_metrics_data(), console)
+        _keep_serving(args.keep_serving, url, console)
+    finally:
+        endpoint.close()
+        meter_provider.shutdown()
+        provider.shutdown()
     return 0 if error is None else 1
+
+
+def _serve_demo_metrics(endpoint: PrometheusEndpoint, port: int, console: Console) -> str:
+    """Serve /metrics and print its URL; a busy port falls back to one the OS picks.
+
+    Falling back (rather than failing) keeps the demo working next to a real exporter or
+    another demo already on the default port.
+    """
+    try:
+        bound = endpoint.serve(DEMO_METRICS_HOST, port)
+    except OSError as error:
+        bound = endpoint.serve(DEMO_METRICS_HOST, 0)
+        console.print(
+            f"port {port} is busy ({error.strerror or error}); using port {bound} instead",
+            highlight=False,
+        )
+    url = f"http://{DEMO_METRICS_HOST}:{bound}/metrics"
+    console.print(f"Prometheus metrics: {url}", highlight=False)
+    return url
+
+
+def _keep_serving(seconds: float, url: str, console: Console) -> None:
+    """Leave /metrics up after the run so it can be scraped; Ctrl-C ends the wait early."""
+    if seconds <= 0:
+        return
+    console.print(f"serving {url} for {seconds:g} s more (Ctrl-C to stop)", highlight=False)
+    try:
+        time.sleep(seconds)
+    except KeyboardInterrupt:
+        console.print("stopped serving metrics", highlight=False)
+
+
+def _metrics_port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be within [0, 65535], got {text}")
+    return value
 
 
 # --- argument types ----------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Lets the demo (and anyone debugging without a tracing backend) see the trace the instrumentor
 produced: structure, timings, errors and the ondine/GenAI attributes, with the hundreds of
-per-row LLM call spans folded so the shape of the run stays readable.
+per-row LLM call spans folded so the shape of the run stays readable. The metrics summary
+does the same for what a run reported through its metric instruments, so the numbers a
+dashboard would show can be checked against the trace without running Prometheus.
 """
 
 from __future__ import annotations
@@ -10,12 +12,16 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, MetricsData, NumberDataPoint
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import StatusCode
+from rich import box
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from ondine_otel import semconv
 from ondine_otel.semconv import SPAN_LLM_OPERATION
 
 VISIBLE_CHAT_SPANS = 3
@@ -170,3 +176,140 @@ def _is_chat(span: ReadableSpan) -> bool:
 
 def _span_id(span: ReadableSpan) -> int:
     return span.context.span_id if span.context is not None else 0
+
+
+# --- metrics summary -------------------------------------------------------------------------
+
+
+def render_metrics_summary(metrics_data: MetricsData | None) -> Table:
+    """A table of what the run's metric instruments report, with the Prometheus series behind
+    each line: spend by model, tokens by type, rows, throughput, runs by status and LLM calls.
+
+    Reads an SDK ``MetricsData`` (e.g. from an ``InMemoryMetricReader`` on the same
+    MeterProvider as the Prometheus reader), so it shows exactly what a scrape would.
+    """
+    points = _data_points(metrics_data)
+    table = Table(
+        title="Metrics summary",
+        title_justify="left",
+        title_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    table.add_column("metric", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("Prometheus series", style="dim", overflow="fold")
+    add = table.add_row
+    for model, usd in _sum_by(points, semconv.METRIC_COST, semconv.LABEL_MODEL).items():
+        add(f"spend · {model}", _format_usd(usd), "ondine_cost_usd_total")
+    for kind, tokens in _sum_by(points, semconv.METRIC_TOKENS, semconv.LABEL_TYPE).items():
+        add(f"tokens · {kind}", _format_count(tokens), "ondine_tokens_total")
+    processed = _sum(points, semconv.METRIC_ROWS_PROCESSED)
+    for name, label, series in (
+        (semconv.METRIC_ROWS_PROCESSED, "rows processed", "ondine_rows_processed_total"),
+        (semconv.METRIC_ROWS_FAILED, "rows failed", "ondine_rows_failed_total"),
+        (semconv.METRIC_ROWS_SKIPPED, "rows skipped", "ondine_rows_skipped_total"),
+    ):
+        if name in points:
+            add(label, _format_count(_sum(points, name)), series)
+    runs = _histograms(points, semconv.METRIC_RUN_DURATION)
+    seconds = sum(p.sum for p in runs)
+    if runs:
+        rate = f"{processed / seconds:,.0f} rows/s" if seconds > 0 else "n/a"
+        add("throughput", rate, "rows ÷ ondine_run_duration_seconds_sum")
+    for status, count in _sum_by(points, semconv.METRIC_RUNS, semconv.LABEL_STATUS).items():
+        add(f"runs · {status}", _format_count(count), "ondine_runs_total")
+    calls = _histograms(points, semconv.METRIC_GENAI_DURATION)
+    if calls:
+        for label, value in _describe_calls(calls):
+            add(label, value, "gen_ai_client_operation_duration_seconds")
+    if not table.row_count:
+        add("no ondine metrics recorded", "", "")
+    return table
+
+
+def print_metrics_summary(metrics_data: MetricsData | None, console: Console | None = None) -> None:
+    """Print :func:`render_metrics_summary` to ``console`` (default: a new stdout console)."""
+    (console or Console()).print(render_metrics_summary(metrics_data))
+
+
+_Point = NumberDataPoint | HistogramDataPoint
+
+
+def _data_points(metrics_data: MetricsData | None) -> dict[str, list[_Point]]:
+    """Every number and histogram point by instrument name, across resources and scopes."""
+    found: dict[str, list[_Point]] = defaultdict(list)
+    if metrics_data is None:
+        return found
+    for resource in metrics_data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    if isinstance(point, (NumberDataPoint, HistogramDataPoint)):
+                        found[metric.name].append(point)
+    return found
+
+
+def _histograms(points: Mapping[str, Sequence[_Point]], name: str) -> list[HistogramDataPoint]:
+    return [p for p in points.get(name, ()) if isinstance(p, HistogramDataPoint)]
+
+
+def _sum(points: Mapping[str, Sequence[_Point]], name: str) -> float:
+    return sum(p.value for p in points.get(name, ()) if isinstance(p, NumberDataPoint))
+
+
+def _sum_by(points: Mapping[str, Sequence[_Point]], name: str, label: str) -> dict[str, float]:
+    """Counter values summed per value of ``label`` (other labels, like pipeline, folded)."""
+    totals: dict[str, float] = defaultdict(float)
+    for point in points.get(name, ()):
+        if isinstance(point, NumberDataPoint):
+            totals[str((point.attributes or {}).get(label, "unknown"))] += point.value
+    return dict(sorted(totals.items()))
+
+
+def _describe_calls(calls: Sequence[HistogramDataPoint]) -> list[tuple[str, str]]:
+    """Rows for the call count (and failures), exact mean latency and the median's bucket."""
+    count = sum(p.count for p in calls)
+    errors = sum(p.count for p in calls if (p.attributes or {}).get(semconv.ERROR_TYPE))
+    rows = [("LLM calls", f"{count:,}" + (f" ({errors:,} failed)" if errors else ""))]
+    if count:
+        rows.append(("LLM latency mean", _format_seconds(sum(p.sum for p in calls) / count)))
+        median = _median_bound(calls)
+        if median:
+            rows.append(("LLM latency p50", median))
+    return rows
+
+
+def _median_bound(calls: Sequence[HistogramDataPoint]) -> str | None:
+    """``≤ bound`` of the bucket holding the median call; None if the points' buckets differ.
+
+    Buckets only bound a quantile; interpolating inside one (as histogram_quantile does)
+    would invent precision the histogram does not have.
+    """
+    bounds = tuple(calls[0].explicit_bounds)
+    if any(tuple(p.explicit_bounds) != bounds for p in calls):
+        return None
+    counts = [sum(column) for column in zip(*(p.bucket_counts for p in calls), strict=True)]
+    rank, seen = (sum(counts) + 1) / 2, 0
+    for i, n in enumerate(counts):
+        seen += n
+        if seen >= rank:
+            if i < len(bounds):
+                return f"≤ {_format_seconds(bounds[i])}"
+            return f"> {_format_seconds(bounds[-1])}" if bounds else None
+    return None
+
+
+def _format_seconds(seconds: float) -> str:
+    return f"{seconds * 1000:.3g} ms" if seconds < 1 else f"{seconds:.3g} s"
+
+
+def _format_usd(usd: float) -> str:
+    """Up to 8 decimals (per-token prices are that fine), at least cents."""
+    text = f"{usd:.8f}".rstrip("0")
+    whole, _, decimals = text.partition(".")
+    return f"${whole}.{decimals.ljust(2, '0')}"
+
+
+def _format_count(value: float) -> str:
+    return f"{value:,.0f}"

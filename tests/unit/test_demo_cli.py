@@ -6,12 +6,21 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+import re
+import socket
+import threading
+import time
+import urllib.request
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from ondine.core.models import CostEstimate
 
 from ondine_otel import semconv
 from ondine_otel.cli import main
+from ondine_otel.demo import build_demo_pipeline, load_reviews
+from ondine_otel.exporters import PrometheusEndpoint
 from ondine_otel.version import __version__
 
 
@@ -55,10 +64,167 @@ def test_demo_prints_summary_and_trace(tmp_path: Path, capsys: pytest.CaptureFix
     )
     out = capsys.readouterr().out
     assert code == 0, out
-    first = out.splitlines()[0]
+    first = _header(out)  # the line after the Prometheus URL, printed before the run
     assert first.startswith("ondine-otel demo: 40 rows (")
     assert "skipped" in first and "cost $0.0" in first
     assert "(0 skipped" not in first  # 20% failures must show up as skipped rows
     assert "sentiment: " in out
     assert semconv.SPAN_RUN in out
     assert f"{semconv.SPAN_STAGE_PREFIX} LLMInvocation" in out
+
+
+# --- metrics: the Prometheus endpoint during the run and the summary after it --------------
+
+
+def _header(out: str) -> str:
+    return next(line for line in out.splitlines() if line.startswith("ondine-otel demo"))
+
+
+def _demo_args(tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "demo",
+        "--rows",
+        "40",
+        "--latency-ms",
+        "0",
+        "--failure-rate",
+        "0.2",
+        "--checkpoint-dir",
+        str(tmp_path / "demo"),
+        "--metrics-port",
+        "0",
+        *extra,
+    ]
+
+
+def _uninstrumented_costs(tmp_path: Path) -> CostEstimate:
+    """What ondine itself reports for the demo's run: same rows, same deterministic failures."""
+    pipeline = build_demo_pipeline(
+        load_reviews(40), checkpoint_dir=tmp_path / "reference", failure_rate=0.2
+    )
+    return pipeline.execute().costs
+
+
+def _summary_value(out: str, label: str) -> str:
+    found = re.search(rf"^\s*{re.escape(label)}\s+(\S+)", out, re.MULTILINE)
+    assert found, f"{label!r} missing from the metrics summary:\n{out}"
+    return found.group(1)
+
+
+def test_demo_prints_metrics_summary_with_ondines_spend(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expected = _uninstrumented_costs(tmp_path)
+    capsys.readouterr()  # ondine's own output from the reference run
+
+    assert main(_demo_args(tmp_path)) == 0
+    out = capsys.readouterr().out
+
+    assert f"cost ${expected.total_cost:.6f}" in _header(out)
+    assert "Metrics summary" in out
+    assert out.index("Metrics summary") > out.index(semconv.SPAN_RUN)  # after the trace
+    spend = _summary_value(out, "spend · gpt-4o-mini")
+    assert Decimal(spend.removeprefix("$")) == expected.total_cost
+    assert _summary_value(out, "tokens · input") == f"{expected.input_tokens:,}"
+    assert _summary_value(out, "tokens · output") == f"{expected.output_tokens:,}"
+    assert _summary_value(out, "rows processed") == "40"
+    assert _summary_value(out, "rows skipped") != "0"
+    assert _summary_value(out, "runs · success") == "1"
+    assert _summary_value(out, "LLM calls") == f"{expected.output_tokens:,}"  # 1 token/answer
+    assert _summary_value(out, "throughput").replace(",", "").isdigit()
+
+
+def _scrape(port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+            return str(reply.read().decode())
+    except OSError:
+        return None
+
+
+def _series_value(exposition: str, name: str) -> float | None:
+    found = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", exposition, re.MULTILINE)
+    return float(found.group(1)) if found else None
+
+
+def test_demo_serves_prometheus_metrics_then_frees_the_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bound: list[int] = []
+    serving = threading.Event()
+    serve = PrometheusEndpoint.serve
+
+    def recording_serve(self: PrometheusEndpoint, host: str, port: int) -> int:
+        bound.append(serve(self, host, port))
+        serving.set()
+        return bound[-1]
+
+    monkeypatch.setattr(PrometheusEndpoint, "serve", recording_serve)
+    scrapes: list[str] = []
+
+    def scraper() -> None:
+        """Scrape from the start until a scrape shows the finished run (or the window ends)."""
+        if not serving.wait(timeout=30):
+            return
+        while True:
+            text = _scrape(bound[0])
+            if text is None:
+                if scrapes:
+                    return  # the endpoint closed
+                time.sleep(0.02)
+                continue
+            scrapes.append(text)
+            if _series_value(text, "ondine_runs_total") is not None:
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=scraper, daemon=True)
+    thread.start()
+    code = main(_demo_args(tmp_path, "--keep-serving", "1.5"))
+    thread.join(timeout=10)
+    out = capsys.readouterr().out
+
+    assert code == 0, out
+    assert len(bound) == 1 and bound[0] != 0
+    url = f"http://127.0.0.1:{bound[0]}/metrics"
+    assert f"Prometheus metrics: {url}" in out
+    assert out.index("Prometheus metrics:") < out.index("ondine-otel demo:")  # before the run
+    assert f"serving {url} for 1.5 s more" in out
+    assert scrapes, "nothing could be scraped while the demo ran"
+    final = scrapes[-1]
+    for name in (
+        "ondine_cost_usd_total",
+        "ondine_tokens_total",
+        "ondine_rows_skipped_total",
+        "ondine_runs_total",
+        "ondine_run_duration_seconds_sum",
+        "gen_ai_client_operation_duration_seconds_count",
+    ):
+        assert name in final, name
+    spend = Decimal(_summary_value(out, "spend · gpt-4o-mini").removeprefix("$"))
+    assert _series_value(final, "ondine_cost_usd_total") == pytest.approx(float(spend))
+    assert _series_value(final, "ondine_rows_processed_total") == 40
+    with pytest.raises(OSError):  # the endpoint was shut down with the demo
+        socket.create_connection(("127.0.0.1", bound[0]), timeout=1).close()
+
+
+def test_demo_falls_back_to_a_free_port_when_busy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        args = _demo_args(tmp_path)
+        args[args.index("--metrics-port") + 1] = str(port)
+        code = main(args)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"port {port} is busy" in out
+    served = re.search(r"Prometheus metrics: http://127\.0\.0\.1:(\d+)/metrics", out)
+    assert served and int(served.group(1)) not in (0, port)
+
+
+@pytest.mark.parametrize("args", [["--metrics-port", "70000"], ["--keep-serving", "-1"]])
+def test_bad_metrics_arguments_are_usage_errors(args: list[str]) -> None:
+    assert main(["demo", *args]) == 2
