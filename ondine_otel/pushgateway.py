@@ -78,7 +78,8 @@ class PushgatewayPusher:
         self._password = password
         self._active: dict[str, tuple[RunTelemetry, str]] = {}
         self._lock = threading.Lock()
-        self._push_lock = threading.Lock()
+        # Held across a run's final push and delete, so a periodic push cannot resurrect it.
+        self._push_lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -143,7 +144,14 @@ class PushgatewayPusher:
         for pipeline in {label for _, label in active}:
             self._guarded("pushing to the Pushgateway", self.push_pipeline, pipeline)
         for run, label in active:
-            self._guarded("pushing to the Pushgateway", self.push_run, label, run.session_id)
+            self._guarded("pushing to the Pushgateway", self._push_run_if_active, run, label)
+
+    def _push_run_if_active(self, run: RunTelemetry, pipeline: str) -> None:
+        with self._push_lock:
+            with self._lock:
+                entry = self._active.get(run.session_id)
+            if entry is not None and entry[0] is run:
+                self.push_run(pipeline, run.session_id)
 
     # --- RunListener -----------------------------------------------------------------------
     def run_started(self, run: RunTelemetry) -> None:
@@ -157,12 +165,15 @@ class PushgatewayPusher:
                 self._thread.start()
 
     def run_finished(self, run: RunTelemetry, status: str, duration_s: float) -> None:
-        with self._lock:
-            entry = self._active.pop(run.session_id, None)
-        label = entry[1] if entry is not None else self._pipeline_label(run.pipeline_name)
-        self._guarded("pushing to the Pushgateway", self.push_pipeline, label)
-        self._guarded("deleting a finished run from the Pushgateway", self.delete_run, label,
-                      run.session_id)  # fmt: skip
+        with self._push_lock:
+            with self._lock:
+                entry = self._active.pop(run.session_id, None)
+            label = entry[1] if entry is not None else self._pipeline_label(run.pipeline_name)
+            self._guarded("pushing to the Pushgateway", self.push_pipeline, label)
+            self._guarded(
+                "deleting a finished run from the Pushgateway", self.delete_run, label,
+                run.session_id,
+            )  # fmt: skip
 
     def stage_finished(self, run: RunTelemetry, stage: str, status: str, seconds: float) -> None:
         pass

@@ -49,27 +49,29 @@ def rows_processed(context: Any) -> int:
 
 
 def token_split(context: Any) -> tuple[int | None, int | None]:
-    """Input/output tokens of this process's part of the run, where ondine records them.
+    """Input/output tokens of the run, where ondine records them; (None, None) if it doesn't.
 
-    `run_progress` (2.x, live, reset on resume) comes first; the LLM stage's `token_tracking`
-    dict is the fallback. None when neither exists.
+    The LLM stage's `token_tracking` comes first: ondine updates it together with
+    `accumulated_tokens` and restores it from checkpoints, so both stay cumulative across a
+    resume (it is also what ondine's own result reports). 2.x's `run_progress` is the fallback;
+    it restarts at 0 on resume.
     """
-    progress = getattr(context, "run_progress", None)
-    if progress is not None:
-        lock = getattr(progress, "_lock", None)
-        if lock is not None:
-            with lock:
-                return _int(getattr(progress, "input_tokens", 0)), _int(
-                    getattr(progress, "output_tokens", 0)
-                )
-        return _int(getattr(progress, "input_tokens", 0)), _int(
-            getattr(progress, "output_tokens", 0)
-        )
     data = getattr(context, "intermediate_data", None)
     tracking = data.get("token_tracking") if isinstance(data, dict) else None
     if isinstance(tracking, dict):
         return _int(tracking.get("input_tokens")), _int(tracking.get("output_tokens"))
-    return None, None
+    progress = getattr(context, "run_progress", None)
+    if progress is None:
+        return None, None
+    lock = getattr(progress, "_lock", None)
+    if lock is None:
+        return _int(getattr(progress, "input_tokens", 0)), _int(
+            getattr(progress, "output_tokens", 0)
+        )
+    with lock:
+        return _int(getattr(progress, "input_tokens", 0)), _int(
+            getattr(progress, "output_tokens", 0)
+        )
 
 
 def take(context: Any) -> RunSnapshot:

@@ -143,7 +143,12 @@ def start_pushgateway(tmp_dir: Path | str, timeout: float = 30.0) -> Service:
     return _start(
         "pushgateway",
         workdir,
-        lambda port: [binary, f"--web.listen-address=127.0.0.1:{port}", "--web.enable-admin-api"],
+        lambda port: [
+            binary,
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-admin-api",
+            "--persistence.file=",  # never load or save the system-wide state file
+        ],
         timeout,
     )
 
