@@ -1026,3 +1026,8 @@ def sdk_disabled(environ: Mapping[str, str] | None = None) -> bool:
         return _parse_bool(raw)
     except _Invalid:
         return False
+
+
+#: Settings that describe one pipeline's runs rather than the process's exports: a pipeline's
+#: own `with_observer("otel", {...})` values for these win over the process-wide set-up.
+RUN_SETTINGS = ("pipeline_name", "progress_interval", "llm_span_limit", "capture_content")

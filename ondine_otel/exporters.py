@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
@@ -221,4 +221,11 @@ def metric_readers(
 def build_meter_provider(
     config: TelemetryConfig, resource: Resource, readers: list[MetricReader]
 ) -> MeterProvider:
-    return MeterProvider(resource=resource, metric_readers=readers, views=metric_views())
+    # Exemplars would sample every per-call measurement against the current span: a cost on
+    # each LLM call that Prometheus' text format cannot even carry.
+    return MeterProvider(
+        resource=resource,
+        metric_readers=readers,
+        views=metric_views(),
+        exemplar_filter=AlwaysOffExemplarFilter(),
+    )

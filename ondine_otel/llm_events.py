@@ -27,12 +27,20 @@ def _epoch_ns(value: Any) -> int | None:
 
 
 def call_identity(event: Any, run: RunTelemetry) -> tuple[str | None, str]:
-    """(provider, model) of a call: its route split like the spec's, so labels agree."""
+    """(provider, model) of a call: its route split like the spec's, so labels agree.
+
+    Cached per run: a run calls one route thousands of times.
+    """
     route = str(getattr(event, "model", "") or run.model or "unknown")
     hint = getattr(event, "provider", None)
-    hint = None if hint in (None, "", "unknown") else str(hint).lower()
-    provider, model = modelname.split_route(route, hint or run.provider)
-    return provider or run.provider, model
+    cache_key = (route, hint)
+    found = run.call_identities.get(cache_key)
+    if found is None:
+        clean = None if hint in (None, "", "unknown") else str(hint).lower()
+        provider, model = modelname.split_route(route, clean or run.provider)
+        found = (provider or run.provider, model)
+        run.call_identities[cache_key] = found
+    return found
 
 
 def record_llm_call(run: RunTelemetry, event: Any) -> None:

@@ -119,6 +119,10 @@ class OndineMetrics:
         self._retained: dict[str, dict[Key, float]] = defaultdict(lambda: defaultdict(float))
         self._pipelines: set[str] = set()
         self._last_success: dict[str, float] = {}
+        self._call_attributes: dict[
+            tuple[str | None, str | None, str | None],
+            tuple[dict[str, str], dict[str, str], dict[str, str]],
+        ] = {}
 
         counter = meter.create_observable_counter
         counter(semconv.METRIC_ROWS_PROCESSED, [_safe(self._rows_processed)], "{row}",
@@ -214,20 +218,39 @@ class OndineMetrics:
         output_tokens: int | None,
         error_type: str | None = None,
     ) -> None:
-        """One LLM call, with the GenAI semconv attributes (model label capped like the rest)."""
-        attributes: dict[str, str] = {
+        """One LLM call, with the GenAI semconv attributes (model label capped like the rest).
+
+        Called once per row: the attribute sets are built once per (provider, model, error)
+        and reused, since the SDK's per-record cost grows with the work done on attributes.
+        """
+        key = (provider, model, error_type)
+        attributes = self._call_attributes.get(key)
+        if attributes is None:
+            attributes = self._build_call_attributes(provider, model, error_type)
+            self._call_attributes[key] = attributes
+        base, as_input, as_output = attributes
+        self._genai_duration.record(duration_s if duration_s > 0 else 0.0, base)
+        if error_type is None:
+            if input_tokens is not None:
+                self._genai_tokens.record(input_tokens, as_input)
+            if output_tokens is not None:
+                self._genai_tokens.record(output_tokens, as_output)
+
+    def _build_call_attributes(
+        self, provider: str | None, model: str | None, error_type: str | None
+    ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+        base: dict[str, str] = {
             semconv.GEN_AI_OPERATION_NAME: semconv.SPAN_LLM_OPERATION,
             semconv.GEN_AI_PROVIDER_NAME: provider or _UNKNOWN,
             semconv.GEN_AI_REQUEST_MODEL: self.labels.model(model or _UNKNOWN),
         }
         if error_type:
-            attributes[semconv.ERROR_TYPE] = error_type
-        self._genai_duration.record(max(duration_s, 0.0), attributes)
-        for token_type, count in (("input", input_tokens), ("output", output_tokens)):
-            if count is not None and not error_type:
-                self._genai_tokens.record(
-                    count, {**attributes, semconv.GEN_AI_TOKEN_TYPE: token_type}
-                )
+            base[semconv.ERROR_TYPE] = error_type
+        return (
+            base,
+            {**base, semconv.GEN_AI_TOKEN_TYPE: "input"},
+            {**base, semconv.GEN_AI_TOKEN_TYPE: "output"},
+        )
 
     # --- accounting ------------------------------------------------------------------------
     def _labels_of(self, run: RunTelemetry) -> _RunLabels:

@@ -23,10 +23,11 @@ from opentelemetry.trace import TracerProvider
 
 from ondine_otel import modelname, semconv
 from ondine_otel.active_runs import Registry
-from ondine_otel.config import sdk_disabled
+from ondine_otel.config import RUN_SETTINGS, TelemetryConfig, sdk_disabled
 from ondine_otel.guard import guarded
 from ondine_otel.metrics import metrics_for
 from ondine_otel.run import RestoredCheckpoint, RunListener, RunTelemetry
+from ondine_otel.semconv import OBSERVER_NAME
 from ondine_otel.tracing import tracer_for
 
 #: Runs in flight, by session id.
@@ -39,6 +40,23 @@ def capture_content_from_env() -> bool:
     """The GenAI instrumentations' standard opt-in for recording prompt/completion text."""
     value = os.environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "")
     return value.strip().lower() == "true"
+
+
+def pipeline_settings(pipeline: Any) -> dict[str, Any]:
+    """The run settings a pipeline chose itself with `with_observer("otel", {...})`.
+
+    Whichever entry traces the run (instrumentor, added observer), these win: two pipelines
+    in one process keep their own names even though they share one set-up.
+    """
+    metadata = getattr(getattr(pipeline, "specifications", None), "metadata", None)
+    entries = metadata.get("observers") if isinstance(metadata, dict) else None
+    for entry in entries if isinstance(entries, list) else ():
+        if isinstance(entry, (tuple, list)) and len(entry) == 2 and entry[0] == OBSERVER_NAME:
+            chosen = {k: v for k, v in dict(entry[1] or {}).items() if k in RUN_SETTINGS}
+            if chosen:
+                config = TelemetryConfig.from_dict(chosen)
+                return {name: getattr(config, name) for name in chosen}
+    return {}
 
 
 def ensure_default_observers(pipeline: Any) -> None:
@@ -108,16 +126,17 @@ class OtelObserver(ExecutionObserver):
             return  # another entry already traces this run
         ensure_default_observers(pipeline)
         provider, model = modelname.from_pipeline(pipeline)
+        own = pipeline_settings(pipeline)
         run = RunTelemetry(
             context,
             tracer_for(self._tracer_provider),
             owner=self,
-            pipeline_name=self.pipeline_name,
+            pipeline_name=own.get("pipeline_name", self.pipeline_name),
             provider=provider,
             model=model,
-            progress_interval=self.progress_interval,
-            llm_span_limit=self.llm_span_limit,
-            capture_content=self.capture_content,
+            progress_interval=own.get("progress_interval", self.progress_interval),
+            llm_span_limit=own.get("llm_span_limit", self.llm_span_limit),
+            capture_content=own.get("capture_content", self.capture_content),
             listener=self.listener,
             restored=PENDING_RESTORES.pop(session_id),
         )

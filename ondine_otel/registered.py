@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from wrapt import wrap_function_wrapper
 
 from ondine_otel import semconv, telemetry
-from ondine_otel.config import TelemetryConfig, sdk_disabled
+from ondine_otel.config import RUN_SETTINGS, TelemetryConfig, sdk_disabled
 from ondine_otel.guard import guarded
 from ondine_otel.llm_events import record_llm_call
 from ondine_otel.observer import ACTIVE_RUNS, OtelObserver
@@ -57,7 +57,10 @@ def _observer_for(config: TelemetryConfig, settings: dict[str, Any]) -> OtelObse
     """An OtelObserver on the active set-up, setting one up from `settings` if there is none."""
     handle = telemetry.current()
     if handle is None and not isinstance(trace.get_tracer_provider(), SdkTracerProvider):
-        handle = telemetry.instrument(**settings)  # nothing exports yet: do what instrument() does
+        # Nothing exports yet: set up what instrument() would, minus this pipeline's own run
+        # settings, which must not become every other pipeline's defaults.
+        shared = {k: v for k, v in settings.items() if k not in RUN_SETTINGS}
+        handle = telemetry.instrument(**shared)
     if handle is not None and handle.enabled:
         return handle.new_observer()
     return OtelObserver(

@@ -120,6 +120,7 @@ class RunTelemetry:
         self.llm_span_limit = llm_span_limit
         self.capture_content = capture_content
         self.llm_spans_emitted = 0
+        self.call_identities: dict[tuple[str, Any], tuple[str | None, str]] = {}
         self.llm_spans_dropped = 0
         self.tracer = tracer
         self._progress_interval = progress_interval

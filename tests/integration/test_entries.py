@@ -349,3 +349,60 @@ def test_port_in_use_is_a_setup_error_naming_the_setting() -> None:
     assert result["error"] and "prometheus_port" in result["error"]
     assert result["tracer"] == "ProxyTracerProvider"
     assert time.monotonic() - started < 60
+
+
+def test_with_observer_pipelines_keep_their_own_names_in_one_process() -> None:
+    port = free_port()
+    result = _run(
+        f"""
+        import urllib.request
+        import ondine_otel
+        from ondine import PipelineBuilder
+        from prometheus_client.parser import text_string_to_metric_families
+        from ondine_otel.demo.client import OfflineLLMClient
+        from ondine_otel.demo.pipeline import PROMPT
+
+        def build(name):
+            return (
+                PipelineBuilder.create()
+                .from_dataframe(load_reviews(3), input_columns=["review"],
+                                output_columns=["sentiment"])
+                .with_prompt(PROMPT)
+                .with_llm(provider="openai", model="gpt-4o-mini", api_key="sk-offline")
+                .with_custom_llm_client(OfflineLLMClient())
+                .with_checkpoint_dir(tempfile.mkdtemp())
+                .with_observer("otel", {{"pipeline_name": name, "prometheus_port": {port},
+                                        "prometheus_host": "127.0.0.1",
+                                        "traces_exporter": "none"}})
+                .build()
+            )
+
+        a, b = build("alpha"), build("beta")
+        for pipeline in (a, b, a, b, a):
+            pipeline.execute()
+        body = urllib.request.urlopen("http://127.0.0.1:{port}/metrics", timeout=5).read()
+        runs = {{}}
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                if sample.name == "ondine_runs_total":
+                    runs[sample.labels["pipeline"]] = sample.value
+        report(runs=runs)
+        """
+    )
+    assert result["runs"] == {"alpha": 3.0, "beta": 2.0}
+
+
+def test_with_observer_rejects_a_bad_setting_while_the_pipeline_is_built() -> None:
+    result = _run(
+        """
+        import ondine_otel
+        from ondine import PipelineBuilder
+        try:
+            PipelineBuilder.create().with_observer("otel", {"push_interval": "often"})
+            error = None
+        except ondine_otel.ConfigError as raised:
+            error = str(raised)
+        report(error=error)
+        """
+    )
+    assert result["error"] and "push_interval" in result["error"] and "often" in result["error"]
