@@ -500,6 +500,13 @@ SETTINGS: tuple[Setting, ...] = (
         default_text=f"{PROMETHEUS_DEFAULT_PORT} when metrics_exporter includes prometheus",
     ),
     Setting(
+        "prometheus_process_metrics",
+        f"{_ENV_PREFIX}PROMETHEUS_PROCESS_METRICS",
+        False,
+        _parse_bool,
+        "Also expose the process_*/python_* collectors on /metrics and in pushes.",
+    ),
+    Setting(
         "pipeline_name",
         f"{_ENV_PREFIX}PIPELINE_NAME",
         "ondine",
@@ -776,6 +783,7 @@ class TelemetryConfig:
     otlp_metrics_certificate: str | None = None
     prometheus_host: str = "localhost"
     prometheus_port: int | None = None
+    prometheus_process_metrics: bool = False
     pipeline_name: str = "ondine"
     pushgateway_url: str | None = None
     pushgateway_username: str | None = None

@@ -34,7 +34,13 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     TraceIdRatioBased,
 )
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 from ondine_otel.config import OtlpSettings, TelemetryConfig
 from ondine_otel.metrics import metric_views
@@ -165,8 +171,12 @@ class PrometheusEndpoint:
     our exposition, and lets the Pushgateway pusher push exactly the same numbers.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, process_metrics: bool = False) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        if process_metrics:  # opt-in: most scrapers already get these from the node
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
         self.reader = PrometheusMetricReader(
             disable_target_info=True, scope_info_enabled=False, registry=self.registry
         )

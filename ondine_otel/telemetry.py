@@ -159,7 +159,7 @@ def _start(telemetry: Telemetry, config: TelemetryConfig) -> None:
     resource = exporters.build_resource(config)
     wants_registry = config.prometheus_address is not None or config.pushgateway_url is not None
     if wants_registry:
-        telemetry.prometheus = exporters.PrometheusEndpoint()
+        telemetry.prometheus = exporters.PrometheusEndpoint(config.prometheus_process_metrics)
     if config.prometheus_address is not None and telemetry.prometheus is not None:
         host, port = config.prometheus_address
         try:

@@ -96,6 +96,7 @@ def _samples(cert_env: str, cert_arg: Path) -> dict[str, tuple[str, Any, Any, An
         "otlp_metrics_certificate": (cert_env, cert_env, str(cert_arg), str(cert_arg)),
         "prometheus_host": ("0.0.0.0", "0.0.0.0", "::", "::"),
         "prometheus_port": ("9100", 9100, 0, 0),
+        "prometheus_process_metrics": ("true", True, False, False),
         "pipeline_name": (" env-pipe ", "env-pipe", "arg-pipe", "arg-pipe"),
         "pushgateway_url": ("http://pg:9091", "http://pg:9091", "https://pg2", "https://pg2"),
         "pushgateway_username": ("env-user", "env-user", "arg-user", "arg-user"),
@@ -181,6 +182,7 @@ BAD_VALUES = [
     ("pushgateway_url", "pg:9091"),
     ("prometheus_port", "70000"),
     ("prometheus_port", "-1"),
+    ("prometheus_process_metrics", "sometimes"),
     ("prometheus_port", "port"),
     ("prometheus_host", "http://0.0.0.0"),
     ("traces_sampler_arg", "half"),
@@ -688,3 +690,19 @@ def test_settings_table_covers_every_field_exactly() -> None:
 def test_unrecognized_environment_spots_typos() -> None:
     env = {"ONDINE_OTEL_PUSH_INTERVALL": "3", "ONDINE_OTEL_LABEL_LIMIT": "5", "HOME": "x"}
     assert unrecognized_environment(env) == ["ONDINE_OTEL_PUSH_INTERVALL"]
+
+
+def test_process_metrics_are_opt_in_on_the_prometheus_endpoint() -> None:
+    from prometheus_client import generate_latest
+
+    from ondine_otel.exporters import PrometheusEndpoint
+
+    quiet = TelemetryConfig.from_settings(environ={})
+    loud = TelemetryConfig.from_settings(
+        environ={"ONDINE_OTEL_PROMETHEUS_PROCESS_METRICS": "true"}
+    )
+    assert quiet.prometheus_process_metrics is False and loud.prometheus_process_metrics is True
+    plain = generate_latest(PrometheusEndpoint(quiet.prometheus_process_metrics).registry)
+    noisy = generate_latest(PrometheusEndpoint(loud.prometheus_process_metrics).registry)
+    assert b"process_" not in plain and b"python_gc" not in plain
+    assert b"process_cpu_seconds_total" in noisy and b"python_gc_objects_collected_total" in noisy
