@@ -151,7 +151,6 @@ class RunTelemetry:
                     ),
                 )
             )
-        start = snapshot.take(self.context)
         span = start_span_with_ids(
             self.tracer,
             semconv.SPAN_RUN,
@@ -165,7 +164,7 @@ class RunTelemetry:
                     semconv.ATTR_PIPELINE_ID: _text(getattr(self.context, "pipeline_id", None)),
                     semconv.ATTR_PIPELINE_NAME: self.pipeline_name,
                     semconv.ATTR_TRACE_ID: _text(original_trace_id) or "",
-                    semconv.ATTR_ROWS_TOTAL: start.rows_total,
+                    semconv.ATTR_ROWS_TOTAL: self.baseline.rows_total,
                     semconv.ATTR_RESUMED: self.resumed,
                     semconv.GEN_AI_REQUEST_MODEL: self.model,
                     semconv.GEN_AI_PROVIDER_NAME: self.provider,
