@@ -109,6 +109,8 @@ class OfflineLLMClient(LLMClient):
     """Answers sentiment prompts locally, behaving like ondine's LiteLLM client to its callers.
 
     ``latency_s`` simulates provider latency (0 means no sleeping at all, for throughput runs);
+    ``latency_jitter`` spreads it by up to that fraction either way, the same for the same
+    prompt: real calls vary, and identical latencies keep concurrent calls in lockstep;
     ``failure_rate`` makes that fraction of prompts fail, always the same prompts;
     ``interrupt_after`` / ``crash_after`` let exactly N calls succeed and then raise
     ``KeyboardInterrupt`` / ``RuntimeError("simulated crash")`` on every later call, to test
@@ -120,6 +122,7 @@ class OfflineLLMClient(LLMClient):
         spec: LLMSpec | None = None,
         *,
         latency_s: float = 0.0,
+        latency_jitter: float = 0.0,
         failure_rate: float = 0.0,
         interrupt_after: int | None = None,
         crash_after: int | None = None,
@@ -129,6 +132,8 @@ class OfflineLLMClient(LLMClient):
         super().__init__(spec)
         if latency_s < 0:
             raise ValueError("latency_s must be >= 0")
+        if not 0.0 <= latency_jitter <= 1.0:
+            raise ValueError("latency_jitter must be within [0, 1]")
         if not 0.0 <= failure_rate <= 1.0:
             raise ValueError("failure_rate must be within [0, 1]")
         # Like the real client, expose the litellm route ("openai/gpt-4o-mini"): it is what
@@ -137,6 +142,7 @@ class OfflineLLMClient(LLMClient):
         routed = provider == "litellm" or spec.model.startswith(f"{provider}/")
         self.model = spec.model if routed else f"{provider}/{spec.model}"
         self.latency_s = latency_s
+        self.latency_jitter = latency_jitter
         self.failure_rate = failure_rate
         self.interrupt_after = interrupt_after
         self.crash_after = crash_after
@@ -170,14 +176,14 @@ class OfflineLLMClient(LLMClient):
         """Synchronous call; blocks the thread for ``latency_s``."""
         started = self._admit(prompt)
         if self.latency_s:
-            time.sleep(self.latency_s)
+            time.sleep(self._delay(prompt))
         return self._respond(prompt, classify(prompt), started, kwargs)
 
     async def ainvoke(self, prompt: str, **kwargs: Any) -> LLMResponse:
         """The path ondine's async executor uses; yields to the loop for ``latency_s``."""
         started = self._admit(prompt)
         if self.latency_s:
-            await asyncio.sleep(self.latency_s)
+            await asyncio.sleep(self._delay(prompt))
         return self._respond(prompt, classify(prompt), started, kwargs)
 
     def structured_invoke(
@@ -186,7 +192,7 @@ class OfflineLLMClient(LLMClient):
         """Fills every field of ``output_cls`` with the label; enough for single-label schemas."""
         started = self._admit(prompt)
         if self.latency_s:
-            time.sleep(self.latency_s)
+            time.sleep(self._delay(prompt))
         return self._structured(prompt, output_cls, started, kwargs)
 
     async def structured_invoke_async(
@@ -195,7 +201,7 @@ class OfflineLLMClient(LLMClient):
         """Async structured path; overridden so latency does not block the event loop."""
         started = self._admit(prompt)
         if self.latency_s:
-            await asyncio.sleep(self.latency_s)
+            await asyncio.sleep(self._delay(prompt))
         return self._structured(prompt, output_cls, started, kwargs)
 
     def _structured(
@@ -206,6 +212,13 @@ class OfflineLLMClient(LLMClient):
         response = self._respond(prompt, result.model_dump_json(), started, kwargs)
         response.structured_result = result
         return response
+
+    def _delay(self, prompt: str) -> float:
+        """This prompt's latency: `latency_s`, spread deterministically by the jitter."""
+        if not self.latency_jitter:
+            return self.latency_s
+        spread = 2.0 * _fraction(prompt, "latency") - 1.0
+        return self.latency_s * (1.0 + self.latency_jitter * spread)
 
     def _admit(self, prompt: str) -> float:
         """Decide up front whether this call fails, so limits count only calls that succeed."""
