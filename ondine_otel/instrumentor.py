@@ -84,7 +84,6 @@ class OndineInstrumentor(BaseInstrumentor):
     ) -> Any:
         observer = self._observer
         attached = observer is not None and _attach(instance, observer)
-        dispatching = _request_llm_events(instance)
         runs: list[RunTelemetry] = []
         token = _CALL_RUNS.set(runs)
         error: BaseException | None = None
@@ -103,8 +102,6 @@ class OndineInstrumentor(BaseInstrumentor):
                         report("ending the run span", failure)
             if attached and observer is not None:
                 _detach(instance, observer)
-            if dispatching is not None:
-                _withdraw_llm_events(instance, dispatching)
 
 
 def _attach(pipeline: Any, observer: OtelObserver) -> bool:
@@ -126,41 +123,3 @@ def _detach(pipeline: Any, observer: OtelObserver) -> None:
         pipeline.observers[:] = [o for o in pipeline.observers if o is not observer]
     except Exception as error:  # noqa: BLE001
         report("detaching the observer from a pipeline", error)
-
-
-def _observer_configs(pipeline: Any) -> list[Any] | None:
-    metadata = getattr(getattr(pipeline, "specifications", None), "metadata", None)
-    if not isinstance(metadata, dict):
-        return None
-    configs = metadata.setdefault("observers", [])
-    return configs if isinstance(configs, list) else None
-
-
-def _request_llm_events(pipeline: Any) -> Any:
-    """Ask ondine for llm_call events for this call (it only dispatches to named observers).
-
-    Returns the entry added, for `_withdraw_llm_events`, or None if there was nothing to add.
-    """
-    try:
-        configs = _observer_configs(pipeline)
-        if configs is None or any(_is_ours(entry) for entry in configs):
-            return None
-        entry: tuple[str, dict[str, Any]] = (semconv.OBSERVER_NAME, {})
-        configs.append(entry)
-        return entry
-    except Exception as error:  # noqa: BLE001
-        report("requesting llm_call events", error)
-        return None
-
-
-def _withdraw_llm_events(pipeline: Any, entry: Any) -> None:
-    try:
-        configs = _observer_configs(pipeline)
-        if configs is not None:
-            configs[:] = [existing for existing in configs if existing is not entry]
-    except Exception as error:  # noqa: BLE001
-        report("withdrawing llm_call events", error)
-
-
-def _is_ours(entry: Any) -> bool:
-    return isinstance(entry, (tuple, list)) and bool(entry) and entry[0] == semconv.OBSERVER_NAME

@@ -12,11 +12,13 @@ import json
 from datetime import datetime
 from typing import Any
 
+from ondine.observability.base import PipelineObserver
 from opentelemetry.trace import SpanKind
 
 from ondine_otel import modelname, semconv
+from ondine_otel.guard import guarded
 from ondine_otel.redaction import redact
-from ondine_otel.run import RunTelemetry
+from ondine_otel.run import RunTelemetry, current_run
 from ondine_otel.tracing import span_attributes
 
 
@@ -117,3 +119,36 @@ def _messages(event: Any) -> dict[str, str]:
         semconv.GEN_AI_INPUT_MESSAGES: json.dumps(inputs),
         semconv.GEN_AI_OUTPUT_MESSAGES: json.dumps(outputs),
     }
+
+
+class LLMCallListener(PipelineObserver):
+    """Receives ondine's `llm_call` events and records them on the run current here."""
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        super().__init__(config)
+
+    @guarded("on_llm_call")
+    def on_llm_call(self, event: Any) -> None:
+        run = current_run()
+        if run is not None and not run.finished:
+            record_llm_call(run, event)
+
+
+def ensure_llm_events(context: Any) -> None:
+    """Make ondine send this run's `llm_call` events to us, whatever entry started the run.
+
+    ondine builds its event dispatcher only for observers named in the pipeline's spec, and
+    hands it to the LLM client only later, just before the LLM stage; so a run's start is the
+    moment to add our listener (to a new dispatcher, or to the one the spec asked for).
+    """
+    from ondine.observability.dispatcher import ObserverDispatcher
+
+    dispatcher = getattr(context, "observer_dispatcher", None)
+    if dispatcher is None:
+        context.observer_dispatcher = ObserverDispatcher([LLMCallListener()])
+        return
+    listeners = getattr(dispatcher, "observers", None)
+    if isinstance(listeners, list) and not any(
+        isinstance(existing, LLMCallListener) for existing in listeners
+    ):
+        listeners.append(LLMCallListener())

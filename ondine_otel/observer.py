@@ -25,6 +25,7 @@ from ondine_otel import modelname, semconv
 from ondine_otel.active_runs import Registry
 from ondine_otel.config import RUN_SETTINGS, TelemetryConfig, sdk_disabled
 from ondine_otel.guard import guarded
+from ondine_otel.llm_events import ensure_llm_events
 from ondine_otel.metrics import metrics_for
 from ondine_otel.run import RestoredCheckpoint, RunListener, RunTelemetry
 from ondine_otel.semconv import OBSERVER_NAME
@@ -141,6 +142,7 @@ class OtelObserver(ExecutionObserver):
             restored=PENDING_RESTORES.pop(session_id),
         )
         ACTIVE_RUNS.put(session_id, run)
+        ensure_llm_events(context)
         self.listener.run_started(run)
         if self._on_run_started is not None:
             self._on_run_started(run)

@@ -17,7 +17,6 @@ from types import FrameType
 from typing import Any
 
 from ondine.api.pipeline_builder import PipelineBuilder
-from ondine.observability.base import PipelineObserver
 from ondine.observability.registry import ObserverRegistry, observer
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
@@ -26,9 +25,8 @@ from wrapt import wrap_function_wrapper
 from ondine_otel import semconv, telemetry
 from ondine_otel.config import RUN_SETTINGS, TelemetryConfig, sdk_disabled
 from ondine_otel.guard import guarded
-from ondine_otel.llm_events import record_llm_call
+from ondine_otel.llm_events import LLMCallListener
 from ondine_otel.observer import ACTIVE_RUNS, OtelObserver
-from ondine_otel.run import current_run
 
 _FRAMES_TO_SEARCH = 12
 
@@ -72,7 +70,7 @@ def _observer_for(config: TelemetryConfig, settings: dict[str, Any]) -> OtelObse
     )
 
 
-class NamedOtelObserver(PipelineObserver):
+class NamedOtelObserver(LLMCallListener):
     """What ondine instantiates, once per run, for `with_observer("otel", config)`."""
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
@@ -95,12 +93,6 @@ class NamedOtelObserver(PipelineObserver):
         # Appended before ondine notifies its legacy observers, so ours hears the start too.
         pipeline.observers.append(attached)
         self._attached = (pipeline, attached)
-
-    @guarded("on_llm_call")
-    def on_llm_call(self, event: Any) -> None:
-        run = current_run()
-        if run is not None and not run.finished:
-            record_llm_call(run, event)
 
     @guarded("with_observer('otel') close")
     def close(self) -> None:

@@ -13,6 +13,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from ondine import PipelineBuilder
+from ondine.observability.base import PipelineObserver
+from ondine.observability.registry import ObserverRegistry
 from ondine.orchestration.observers import ExecutionObserver
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
@@ -23,7 +26,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from ondine_otel import semconv
 from ondine_otel.demo.client import OfflineLLMClient
 from ondine_otel.demo.data import load_reviews
-from ondine_otel.demo.pipeline import build_demo_pipeline
+from ondine_otel.demo.pipeline import PROMPT, build_demo_pipeline
 from ondine_otel.instrumentor import OndineInstrumentor
 from tests.traces import event_names, only_run, runs, stage, stages_of
 
@@ -146,7 +149,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from ondine_otel.demo.data import load_reviews
-from ondine_otel.demo.pipeline import build_demo_pipeline
+from ondine_otel.demo.pipeline import PROMPT, build_demo_pipeline
 from ondine_otel.instrumentor import OndineInstrumentor
 
 exporter = InMemorySpanExporter()
@@ -343,3 +346,38 @@ def test_uninstrument_stops_tracing(
     instrumentor.uninstrument()
     build_demo_pipeline(load_reviews(5), checkpoint_dir=tmp_path).execute()
     assert span_exporter.get_finished_spans() == ()
+
+
+class _OtherObserver(PipelineObserver):
+    """Some other named observer the user configured (ondine builds a dispatcher for it)."""
+
+    calls = 0
+
+    def on_llm_call(self, event: Any) -> None:
+        type(self).calls += 1
+
+
+@pytest.mark.parametrize("named", ["test-other-observer", "otel"])
+def test_llm_calls_are_recorded_once_beside_named_observers(
+    named: str,
+    instrumented: OndineInstrumentor,
+    span_exporter: InMemorySpanExporter,
+    tmp_path: Path,
+) -> None:
+    if not ObserverRegistry.is_registered("test-other-observer"):
+        ObserverRegistry.register("test-other-observer", _OtherObserver)
+    _OtherObserver.calls = 0
+    pipeline = (
+        PipelineBuilder.create()
+        .from_dataframe(load_reviews(12), input_columns=["review"], output_columns=["sentiment"])
+        .with_prompt(PROMPT)
+        .with_llm(provider="openai", model="gpt-4o-mini", api_key="sk-offline")
+        .with_custom_llm_client(_client())
+        .with_checkpoint_dir(str(tmp_path))
+        .with_observer(named, {})
+        .build()
+    )
+    pipeline.execute()
+    chat = [s for s in span_exporter.get_finished_spans() if s.name == "chat gpt-4o-mini"]
+    assert len(chat) == 12
+    assert _OtherObserver.calls == (12 if named != "otel" else 0)
