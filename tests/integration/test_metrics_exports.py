@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ondine.orchestration.observers import ExecutionObserver
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
@@ -31,6 +30,7 @@ from ondine_otel.fanout import FanOut
 from ondine_otel.instrumentor import OndineInstrumentor
 from ondine_otel.metrics import metric_views, metrics_for
 from ondine_otel.pushgateway import JOB, PushgatewayPusher
+from tests.spy import ContextSpy
 from tests.support.otlp_receiver import (
     MetricValue,
     OtlpGrpcReceiver,
@@ -41,31 +41,6 @@ from tests.support.services import Service
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-class ContextSpy(ExecutionObserver):
-    """Keeps the ExecutionContext ondine ran with, to compare exports with ondine's totals."""
-
-    def __init__(self) -> None:
-        self.context: Any = None
-
-    def on_pipeline_start(self, pipeline: Any, context: Any) -> None:
-        self.context = context
-
-    def on_stage_start(self, stage: Any, context: Any) -> None:
-        pass
-
-    def on_stage_complete(self, stage: Any, context: Any, result: Any) -> None:
-        pass
-
-    def on_stage_error(self, stage: Any, context: Any, error: Exception) -> None:
-        pass
-
-    def on_pipeline_complete(self, context: Any, result: Any) -> None:
-        pass
-
-    def on_pipeline_error(self, context: Any, error: Exception) -> None:
-        pass
 
 
 def run_pipeline(pipeline: Any, **kwargs: Any) -> Any:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ondine.orchestration.observers import ExecutionObserver
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -31,6 +30,7 @@ from ondine_otel.exporters import PrometheusEndpoint
 from ondine_otel.instrumentor import OndineInstrumentor
 from ondine_otel.metrics import metric_views
 from ondine_otel.observer import OtelObserver
+from tests.spy import ContextSpy
 from tests.support.services import Service, sample_values, wait_for_query
 from tests.support.wait import wait_until
 
@@ -46,31 +46,6 @@ ROWS_EXPECTED = "ondine_run_rows_expected"
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-class ContextSpy(ExecutionObserver):
-    """Keeps the ExecutionContext ondine ran with, to compare metrics with ondine's own totals."""
-
-    def __init__(self) -> None:
-        self.context: Any = None
-
-    def on_pipeline_start(self, pipeline: Any, context: Any) -> None:
-        self.context = context
-
-    def on_stage_start(self, stage: Any, context: Any) -> None:
-        pass
-
-    def on_stage_complete(self, stage: Any, context: Any, result: Any) -> None:
-        pass
-
-    def on_stage_error(self, stage: Any, context: Any, error: Exception) -> None:
-        pass
-
-    def on_pipeline_complete(self, context: Any, result: Any) -> None:
-        pass
-
-    def on_pipeline_error(self, context: Any, error: Exception) -> None:
-        pass
 
 
 def parse(body: str) -> list[Sample]:

@@ -16,7 +16,6 @@ import pytest
 from ondine import PipelineBuilder
 from ondine.observability.base import PipelineObserver
 from ondine.observability.registry import ObserverRegistry
-from ondine.orchestration.observers import ExecutionObserver
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -28,37 +27,8 @@ from ondine_otel.demo.client import OfflineLLMClient
 from ondine_otel.demo.data import load_reviews
 from ondine_otel.demo.pipeline import PROMPT, build_demo_pipeline
 from ondine_otel.instrumentor import OndineInstrumentor
+from tests.spy import ContextSpy
 from tests.traces import event_names, only_run, runs, stage, stages_of
-
-
-class ContextSpy(ExecutionObserver):
-    """Records what ondine handed the hooks: the context, its ids at start, stage order."""
-
-    def __init__(self) -> None:
-        self.context: Any = None
-        self.trace_id_at_start = ""
-        self.span_id_at_start = ""
-        self.stages: list[str] = []
-
-    def on_pipeline_start(self, pipeline: Any, context: Any) -> None:
-        self.context = context
-        self.trace_id_at_start = context.trace_id
-        self.span_id_at_start = context.span_id
-
-    def on_stage_start(self, stage: Any, context: Any) -> None:
-        self.stages.append(stage.name)
-
-    def on_stage_complete(self, stage: Any, context: Any, result: Any) -> None:
-        pass
-
-    def on_stage_error(self, stage: Any, context: Any, error: Exception) -> None:
-        pass
-
-    def on_pipeline_complete(self, context: Any, result: Any) -> None:
-        pass
-
-    def on_pipeline_error(self, context: Any, error: Exception) -> None:
-        pass
 
 
 def _client(**kwargs: Any) -> OfflineLLMClient:
