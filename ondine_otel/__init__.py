@@ -3,7 +3,7 @@
 The public surface only; see the README for the entries (instrument(), zero-code, observers).
 """
 
-from ondine_otel import registered
+from ondine_otel import lifecycle, registered
 from ondine_otel.config import TelemetryConfig
 from ondine_otel.errors import ConfigError
 from ondine_otel.instrumentor import OndineInstrumentor
@@ -11,6 +11,7 @@ from ondine_otel.observer import OtelObserver
 from ondine_otel.telemetry import Telemetry, instrument
 from ondine_otel.version import __version__
 
+lifecycle.install()  # every run, whichever entry traces it, ends exactly once
 registered.register()  # makes `with_observer("otel", ...)` work after `import ondine_otel`
 
 __all__ = [

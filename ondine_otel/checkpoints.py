@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ondine_otel import ids, semconv
+from ondine_otel import calls, ids, semconv
 from ondine_otel.guard import report
 from ondine_otel.observer import ACTIVE_RUNS, PENDING_RESTORES
 from ondine_otel.run import RestoredCheckpoint, checkpoint_attributes
@@ -66,9 +66,15 @@ def wrap_load(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[s
         attributes[semconv.ATTR_CHECKPOINT_SAVED] = True
         if parent is not None:
             attributes[semconv.ATTR_RESUMED_FROM_TRACE_ID] = f"{parent.trace_id:032x}"
-        PENDING_RESTORES.put(
-            getattr(context, "session_id", None), RestoredCheckpoint(parent, attributes)
-        )
+        call = calls.current()
+        if call is None:
+            return context  # not a run being resumed: nothing will claim it
+        session_id = getattr(context, "session_id", None)
+        size = checkpoint_size(instance, session_id)
+        if size is not None:
+            attributes[semconv.ATTR_CHECKPOINT_BYTES] = size
+        PENDING_RESTORES.put(session_id, RestoredCheckpoint(parent, attributes))
+        call.restored_sessions.append(session_id)
     except Exception as error:  # noqa: BLE001
         report("reading the trace context from a checkpoint", error)
     return context

@@ -40,6 +40,7 @@ RUN_DURATION_BUCKETS: Sequence[float] = (
 )  # fmt: skip
 
 _UNKNOWN = "unknown"
+_CALL_ATTRIBUTE_CACHE = 1024
 
 
 def metric_views() -> list[View]:
@@ -227,6 +228,8 @@ class OndineMetrics:
         attributes = self._call_attributes.get(key)
         if attributes is None:
             attributes = self._build_call_attributes(provider, model, error_type)
+            if len(self._call_attributes) >= _CALL_ATTRIBUTE_CACHE:
+                self._call_attributes.clear()  # raw names are unbounded; their labels are not
             self._call_attributes[key] = attributes
         base, as_input, as_output = attributes
         self._genai_duration.record(duration_s if duration_s > 0 else 0.0, base)

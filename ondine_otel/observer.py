@@ -9,7 +9,6 @@ process-wide registry keyed by session id, which also lets several entries (inst
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
 from ondine.orchestration.observers import (
@@ -21,10 +20,10 @@ from ondine.orchestration.observers import (
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from ondine_otel import modelname, semconv
+from ondine_otel import calls, modelname, semconv
 from ondine_otel.active_runs import Registry
 from ondine_otel.config import RUN_SETTINGS, TelemetryConfig, sdk_disabled
-from ondine_otel.guard import guarded
+from ondine_otel.guard import guarded, report
 from ondine_otel.llm_events import ensure_llm_events
 from ondine_otel.metrics import metrics_for
 from ondine_otel.run import RestoredCheckpoint, RunListener, RunTelemetry
@@ -88,7 +87,6 @@ class OtelObserver(ExecutionObserver):
         capture_content: bool | None = None,
         label_limit: int = 100,
         listener: RunListener | None = None,
-        on_run_started: Callable[[RunTelemetry], None] | None = None,
     ) -> None:
         """Providers default to the global ones, looked up when a run starts (not before, so
         an application may install its providers after creating the observer)."""
@@ -102,7 +100,6 @@ class OtelObserver(ExecutionObserver):
         )
         self.label_limit = label_limit
         self._listener = listener
-        self._on_run_started = on_run_started
         self._disabled = sdk_disabled()
 
     @property
@@ -142,10 +139,14 @@ class OtelObserver(ExecutionObserver):
             restored=PENDING_RESTORES.pop(session_id),
         )
         ACTIVE_RUNS.put(session_id, run)
-        ensure_llm_events(context)
+        call = calls.current()
+        if call is not None:
+            call.runs.append(run)  # the safety net ends it if ondine does not
         self.listener.run_started(run)
-        if self._on_run_started is not None:
-            self._on_run_started(run)
+        try:
+            ensure_llm_events(context)
+        except Exception as error:  # noqa: BLE001 - the run is traced without its LLM calls
+            report("asking ondine for llm_call events", error)
 
     @guarded("on_stage_start")
     def on_stage_start(self, stage: Any, context: Any) -> None:

@@ -22,7 +22,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from wrapt import wrap_function_wrapper
 
-from ondine_otel import semconv, telemetry
+from ondine_otel import calls, semconv, telemetry
 from ondine_otel.config import RUN_SETTINGS, TelemetryConfig, sdk_disabled
 from ondine_otel.guard import guarded
 from ondine_otel.llm_events import LLMCallListener
@@ -93,6 +93,9 @@ class NamedOtelObserver(LLMCallListener):
         # Appended before ondine notifies its legacy observers, so ours hears the start too.
         pipeline.observers.append(attached)
         self._attached = (pipeline, attached)
+        call = calls.current()
+        if call is not None:  # ondine skips close() on KeyboardInterrupt: detach then too
+            call.cleanups.append(self.close)
 
     @guarded("with_observer('otel') close")
     def close(self) -> None:

@@ -309,9 +309,9 @@ def test_bad_settings_fail_fast_and_leave_nothing_behind(
             error = None
         except ondine_otel.ConfigError as raised:
             error = str(raised)
-        from ondine.api.pipeline import Pipeline
+        from ondine_otel import lifecycle
         report(error=error, threads=threading.active_count() - before,
-               wrapped=hasattr(Pipeline.execute, "__wrapped__"),
+               wrapped=lifecycle.auto_observer is not None,
                tracer=type(trace.get_tracer_provider()).__name__)
         """
     )

@@ -27,6 +27,7 @@ from ondine_otel.demo.client import OfflineLLMClient
 from ondine_otel.demo.data import load_reviews
 from ondine_otel.demo.pipeline import PROMPT, build_demo_pipeline
 from ondine_otel.instrumentor import OndineInstrumentor
+from ondine_otel.observer import ACTIVE_RUNS, OtelObserver
 from tests.spy import ContextSpy
 from tests.traces import event_names, only_run, runs, stage, stages_of
 
@@ -173,14 +174,26 @@ def test_fail_policy_marks_stage_and_run_as_errors(
     assert semconv.EVENT_CHECKPOINT in event_names(run)
 
 
+@pytest.mark.parametrize("entry", ["instrumentor", "add_observer", "both"])
 def test_keyboard_interrupt_ends_the_run_once_with_a_checkpoint_event(
-    instrumented: OndineInstrumentor, span_exporter: InMemorySpanExporter, tmp_path: Path
+    entry: str,
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+    tmp_path: Path,
 ) -> None:
-    pipeline = build_demo_pipeline(
-        load_reviews(30), client=_client(interrupt_after=5), checkpoint_dir=tmp_path
-    )
-    with pytest.raises(KeyboardInterrupt):
-        pipeline.execute()
+    instrumentor = OndineInstrumentor()
+    if entry != "add_observer":
+        instrumentor.instrument(tracer_provider=tracer_provider)
+    try:
+        pipeline = build_demo_pipeline(
+            load_reviews(30), client=_client(interrupt_after=5), checkpoint_dir=tmp_path
+        )
+        if entry != "instrumentor":
+            pipeline.add_observer(OtelObserver(tracer_provider))
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.execute()
+    finally:
+        instrumentor.uninstrument()
     spans = span_exporter.get_finished_spans()
     run = only_run(spans)
     assert run.status.status_code is StatusCode.ERROR
@@ -188,9 +201,16 @@ def test_keyboard_interrupt_ends_the_run_once_with_a_checkpoint_event(
     checkpoint = next(e for e in run.events if e.name == semconv.EVENT_CHECKPOINT)
     assert checkpoint.attributes[semconv.ATTR_CHECKPOINT_SAVED] is True
     assert checkpoint.attributes[semconv.ATTR_CHECKPOINT_BYTES] > 0
-    # The interrupted stage span is closed too, and nothing is left current.
+    # The interrupted stage span is closed too, nothing is left current or active.
     assert stage(spans, "LLMInvocation").status.status_code is StatusCode.ERROR
     assert not trace.get_current_span().get_span_context().is_valid
+    assert ACTIVE_RUNS.values() == []
+    # A next run on this thread is a new root trace, not a child of the interrupted one.
+    span_exporter.clear()
+    follow_up = build_demo_pipeline(load_reviews(3), checkpoint_dir=tmp_path / "next")
+    follow_up.add_observer(OtelObserver(tracer_provider))
+    follow_up.execute()
+    assert only_run(span_exporter.get_finished_spans()).parent is None
 
 
 def test_resumed_run_links_to_the_crashed_run(
