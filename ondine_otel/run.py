@@ -194,22 +194,25 @@ class RunTelemetry:
     def added(self) -> RunDelta:
         """What this run added to ondine's cumulative totals, read live from the context.
 
-        Input tokens are the total minus output, so the two always sum to ondine's
-        `accumulated_tokens` delta even where ondine records no split.
+        Input and output come straight from ondine's split counters, each of which only grows,
+        so neither series can dip when a reader collects between ondine's updates of the total
+        and of the split. Without a split, all tokens count as input.
         """
         now = snapshot.take(self.context)
         base = self.baseline
         total = max(now.tokens_total - base.tokens_total, 0)
-        output = 0
-        if now.tokens_output is not None:
-            output = min(max(now.tokens_output - (base.tokens_output or 0), 0), total)
+        if now.tokens_input is not None and now.tokens_output is not None:
+            tokens_input = max(now.tokens_input - (base.tokens_input or 0), 0)
+            tokens_output = max(now.tokens_output - (base.tokens_output or 0), 0)
+        else:
+            tokens_input, tokens_output = total, 0
         return RunDelta(
             rows_processed=max(now.rows_processed - base.rows_processed, 0),
             rows_failed=max(now.rows_failed - base.rows_failed, 0),
             rows_skipped=max(now.rows_skipped - base.rows_skipped, 0),
             cost_usd=max(now.cost_usd - base.cost_usd, 0.0),
-            tokens_input=total - output,
-            tokens_output=output,
+            tokens_input=tokens_input,
+            tokens_output=tokens_output,
         )
 
     def snapshot(self) -> snapshot.RunSnapshot:

@@ -269,6 +269,8 @@ def test_scrapes_during_a_run_grow_and_totals_after_it_are_exact(
     # Counters are monotonic over the whole scrape history, before, during and after the run.
     for name in (ROWS, COST, TOKENS):
         strictly_increasing_distinct([total(s, name) for s in scraper.scrapes])
+    for token_type in ("input", "output"):  # each series on its own, not only their sum
+        strictly_increasing_distinct([total(s, TOKENS, type=token_type) for s in scraper.scrapes])
 
     final = scrape(prom_rig.url)
     assert with_run_id(final) == []
