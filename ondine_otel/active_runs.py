@@ -28,11 +28,6 @@ class Registry(Generic[T]):
         with self._lock:
             self._items[self.key(session_id)] = value
 
-    def put_if_absent(self, session_id: Any, value: T) -> T:
-        """Store `value` unless the session already has one; return whichever is stored."""
-        with self._lock:
-            return self._items.setdefault(self.key(session_id), value)
-
     def get(self, session_id: Any) -> T | None:
         with self._lock:
             return self._items.get(self.key(session_id))

@@ -229,7 +229,7 @@ class OndineMetrics:
         if attributes is None:
             attributes = self._build_call_attributes(provider, model, error_type)
             if len(self._call_attributes) >= _CALL_ATTRIBUTE_CACHE:
-                self._call_attributes.clear()  # raw names are unbounded; their labels are not
+                self._call_attributes.clear()  # keyed by raw names, which are unbounded
             self._call_attributes[key] = attributes
         base, as_input, as_output = attributes
         self._genai_duration.record(duration_s if duration_s > 0 else 0.0, base)
@@ -352,7 +352,7 @@ _BY_PROVIDER_LOCK = threading.Lock()
 
 
 def metrics_for(meter_provider: MeterProvider | None, *, label_limit: int = 100) -> OndineMetrics:
-    """The one OndineMetrics of a MeterProvider.
+    """The one OndineMetrics of a MeterProvider (its label limit is the first one asked for).
 
     Instruments are registered once per provider however often instrumentation is switched on
     (the SDK would warn about duplicates and keep the first callbacks anyway).

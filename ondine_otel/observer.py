@@ -183,10 +183,8 @@ class OtelObserver(ExecutionObserver):
     def finish(self, context: Any, error: BaseException | None = None) -> None:
         """End this observer's run for `context` (idempotent) and forget it."""
         run = self._run(context)
-        if run is None:
-            return
-        run.finish(error)
-        ACTIVE_RUNS.remove(run.session_id, run)
+        if run is not None:
+            finish_run(run, error)
 
 
 def finish_run(run: RunTelemetry, error: BaseException | None = None) -> None:

@@ -12,7 +12,9 @@ Two groups per pipeline keep the gateway truthful:
 
 from __future__ import annotations
 
+import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -78,9 +80,9 @@ class PushgatewayPusher:
         self._password = password
         self._active: dict[str, tuple[RunTelemetry, str]] = {}
         self._lock = threading.Lock()
-        # Held across a run's final push and delete, so a periodic push cannot resurrect it.
-        self._push_lock = threading.RLock()
-        self._stop = threading.Event()
+        # Every push happens on one worker, in order: a finished run's final push and delete
+        # always come after its last periodic push, and the job's thread never waits on HTTP.
+        self._tasks: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
 
     def _handler(self, url: str, method: str, timeout: float | None, headers: Any, data: bytes
@@ -101,15 +103,14 @@ class PushgatewayPusher:
                 and semconv.LABEL_RUN_ID not in labels
             )
 
-        with self._push_lock:
-            pushadd_to_gateway(
-                self.url,
-                job=JOB,
-                registry=_view(self._registry, keep),
-                grouping_key={semconv.LABEL_PIPELINE: pipeline},
-                timeout=self._timeout,
-                handler=self._handler,
-            )
+        pushadd_to_gateway(
+            self.url,
+            job=JOB,
+            registry=_view(self._registry, keep),
+            grouping_key={semconv.LABEL_PIPELINE: pipeline},
+            timeout=self._timeout,
+            handler=self._handler,
+        )
 
     def push_run(self, pipeline: str, run_id: str) -> None:
         """Replace the run's group with its current active-run gauges."""
@@ -117,25 +118,23 @@ class PushgatewayPusher:
         def keep(labels: dict[str, str]) -> bool:
             return labels.get(semconv.LABEL_RUN_ID) == run_id
 
-        with self._push_lock:
-            push_to_gateway(
-                self.url,
-                job=JOB,
-                registry=_view(self._registry, keep),
-                grouping_key={semconv.LABEL_PIPELINE: pipeline, semconv.LABEL_RUN_ID: run_id},
-                timeout=self._timeout,
-                handler=self._handler,
-            )
+        push_to_gateway(
+            self.url,
+            job=JOB,
+            registry=_view(self._registry, keep),
+            grouping_key={semconv.LABEL_PIPELINE: pipeline, semconv.LABEL_RUN_ID: run_id},
+            timeout=self._timeout,
+            handler=self._handler,
+        )
 
     def delete_run(self, pipeline: str, run_id: str) -> None:
-        with self._push_lock:
-            delete_from_gateway(
-                self.url,
-                job=JOB,
-                grouping_key={semconv.LABEL_PIPELINE: pipeline, semconv.LABEL_RUN_ID: run_id},
-                timeout=self._timeout,
-                handler=self._handler,
-            )
+        delete_from_gateway(
+            self.url,
+            job=JOB,
+            grouping_key={semconv.LABEL_PIPELINE: pipeline, semconv.LABEL_RUN_ID: run_id},
+            timeout=self._timeout,
+            handler=self._handler,
+        )
 
     def push_active(self) -> None:
         """One round of pushes for every active run (the periodic tick)."""
@@ -144,36 +143,24 @@ class PushgatewayPusher:
         for pipeline in {label for _, label in active}:
             self._guarded("pushing to the Pushgateway", self.push_pipeline, pipeline)
         for run, label in active:
-            self._guarded("pushing to the Pushgateway", self._push_run_if_active, run, label)
-
-    def _push_run_if_active(self, run: RunTelemetry, pipeline: str) -> None:
-        with self._push_lock:
-            with self._lock:
-                entry = self._active.get(run.session_id)
-            if entry is not None and entry[0] is run:
-                self.push_run(pipeline, run.session_id)
+            self._guarded("pushing to the Pushgateway", self.push_run, label, run.session_id)
 
     # --- RunListener -----------------------------------------------------------------------
     def run_started(self, run: RunTelemetry) -> None:
         with self._lock:
             self._active[run.session_id] = (run, self._pipeline_label(run.pipeline_name))
-            if self._thread is None or not self._thread.is_alive():
-                self._stop.clear()
+            if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name="ondine-otel-pushgateway", daemon=True
                 )
                 self._thread.start()
 
     def run_finished(self, run: RunTelemetry, status: str, duration_s: float) -> None:
-        with self._push_lock:
-            with self._lock:
-                entry = self._active.pop(run.session_id, None)
-            label = entry[1] if entry is not None else self._pipeline_label(run.pipeline_name)
-            self._guarded("pushing to the Pushgateway", self.push_pipeline, label)
-            self._guarded(
-                "deleting a finished run from the Pushgateway", self.delete_run, label,
-                run.session_id,
-            )  # fmt: skip
+        """Queue the run's final push: the worker does it, the job does not wait for it."""
+        with self._lock:
+            entry = self._active.pop(run.session_id, None)
+        label = entry[1] if entry is not None else self._pipeline_label(run.pipeline_name)
+        self._tasks.put((label, run.session_id))
 
     def stage_finished(self, run: RunTelemetry, stage: str, status: str, seconds: float) -> None:
         pass
@@ -186,20 +173,30 @@ class PushgatewayPusher:
 
     # --- lifecycle -------------------------------------------------------------------------
     def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            with self._lock:
-                if not self._active:
-                    self._thread = None
-                    return
-            self.push_active()
+        next_tick = time.monotonic() + self._interval
+        while True:
+            try:
+                task = self._tasks.get(timeout=max(next_tick - time.monotonic(), 0.0))
+            except queue.Empty:
+                self.push_active()
+                next_tick = time.monotonic() + self._interval
+                continue
+            if task is None:  # close(): every final push queued before it is done
+                return
+            pipeline, run_id = task
+            self._guarded("pushing to the Pushgateway", self.push_pipeline, pipeline)
+            self._guarded(
+                "deleting a finished run from the Pushgateway", self.delete_run, pipeline, run_id
+            )
 
-    def close(self) -> None:
-        """Stop the periodic pushes (a final push happens at each run's end, not here)."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout=self._timeout + 1)
-        self._thread = None
+    def close(self, timeout: float | None = None) -> None:
+        """Send the queued final pushes, then stop; waits at most `timeout` seconds."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._tasks.put(None)
+        thread.join(timeout=timeout)
 
     @staticmethod
     def _guarded(site: str, push: Callable[..., None], *args: Any) -> None:

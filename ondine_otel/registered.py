@@ -85,10 +85,12 @@ class NamedOtelObserver(LLMCallListener):
         session_id = getattr(event, "run_id", None)
         if ACTIVE_RUNS.get(session_id) is not None:
             return  # the instrumentor (or an added OtelObserver) already traces this run
+        config = TelemetryConfig.from_settings(**self._settings)
+        if config.disabled:
+            return
         pipeline = _running_pipeline(session_id)
         if pipeline is None or any(isinstance(o, OtelObserver) for o in pipeline.observers):
             return
-        config = TelemetryConfig.from_settings(**self._settings)
         attached = _observer_for(config, self._settings)
         # Appended before ondine notifies its legacy observers, so ours hears the start too.
         pipeline.observers.append(attached)

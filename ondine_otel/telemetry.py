@@ -32,7 +32,9 @@ from ondine_otel.observer import OtelObserver
 from ondine_otel.pushgateway import PushgatewayPusher
 from ondine_otel.run import RunListener
 
-_lock = threading.Lock()
+# Re-entrant: instrument() holds it across check, build and publish, and may shut down the
+# previous handle (which takes it too) on the way.
+_lock = threading.RLock()
 _current: Telemetry | None = None
 # Providers we installed as the global ones: after our shutdown they are dead, not the app's.
 _ours: set[int] = set()
@@ -90,11 +92,15 @@ class Telemetry:
         atexit.unregister(self._at_exit)
         if self.instrumentor is not None:
             _quietly("uninstrumenting ondine", self.instrumentor.uninstrument)
+        deadline = time.monotonic() + timeout
         if self.pusher is not None:
-            _quietly("stopping the Pushgateway pusher", self.pusher.close)
+            pusher = self.pusher
+            _quietly(
+                "stopping the Pushgateway pusher",
+                lambda: pusher.close(timeout=max(deadline - time.monotonic(), 0.0)),
+            )
         if self.prometheus is not None:
             _quietly("stopping the Prometheus endpoint", self.prometheus.close)
-        deadline = time.monotonic() + timeout
         for provider in self._owned:
             _bounded(provider.shutdown, deadline)
 
@@ -117,24 +123,23 @@ def instrument(*, reconfigure: bool = False, **settings: Any) -> Telemetry:
     """
     global _current
     config = TelemetryConfig.from_settings(**settings)
-    with _lock:
+    with _lock:  # two threads must not both build a set-up (they would share one instrumentor)
         current = _current
-    if current is not None:
-        if current.config == config or (not settings and not reconfigure):
-            return current
-        if not reconfigure:
-            raise ConfigError(
-                "instrument",
-                None,
-                "the same settings, or reconfigure=True",
-                message="ondine-otel is already instrumented with different settings: call "
-                "shutdown() on the first handle, or pass reconfigure=True to replace it",
-            )
-        current.shutdown()
-    telemetry = _build(config)
-    with _lock:
+        if current is not None:
+            if current.config == config or (not settings and not reconfigure):
+                return current
+            if not reconfigure:
+                raise ConfigError(
+                    "instrument",
+                    None,
+                    "the same settings, or reconfigure=True",
+                    message="ondine-otel is already instrumented with different settings: "
+                    "call shutdown() on the first handle, or pass reconfigure=True to replace it",
+                )
+            current.shutdown()
+        telemetry = _build(config)
         _current = telemetry
-    return telemetry
+        return telemetry
 
 
 def current() -> Telemetry | None:

@@ -218,9 +218,8 @@ def test_instrument_twice_serves_one_endpoint_and_frees_the_port() -> None:
     port = free_port()
     result = _run(
         f"""
-        import socket, threading, urllib.request
+        import socket, urllib.request
         import ondine_otel
-        before = threading.active_count()
         first = ondine_otel.instrument(prometheus_port={port}, prometheus_host="127.0.0.1")
         second = ondine_otel.instrument(prometheus_port={port}, prometheus_host="127.0.0.1")
         build_demo_pipeline(load_reviews(4), checkpoint_dir=tempfile.mkdtemp()).execute()
@@ -236,7 +235,6 @@ def test_instrument_twice_serves_one_endpoint_and_frees_the_port() -> None:
         probe.bind(("127.0.0.1", {port}))
         probe.listen()
         probe.close()
-        threads = sorted(t.name for t in threading.enumerate() if t.name != "MainThread")
         report(same=first is second, served=b"ondine_runs_total" in body, refused=refused)
         """
     )
@@ -400,3 +398,60 @@ def test_with_observer_rejects_a_bad_setting_while_the_pipeline_is_built() -> No
         """
     )
     assert result["error"] and "push_interval" in result["error"] and "often" in result["error"]
+
+
+def test_concurrent_instrument_calls_build_one_set_up() -> None:
+    result = _run(
+        """
+        import threading
+        import ondine_otel
+        from ondine_otel import lifecycle
+        barrier = threading.Barrier(2)
+        handles, errors = [], []
+
+        def call(name):
+            barrier.wait()
+            try:
+                handles.append(ondine_otel.instrument(pipeline_name=name))
+            except ondine_otel.ConfigError as error:
+                errors.append(str(error))
+
+        threads = [threading.Thread(target=call, args=(n,)) for n in ("a", "b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        winner = handles[0]
+        report(handles=len(handles), errors=len(errors),
+               current=ondine_otel.telemetry.current() is winner,
+               observer=lifecycle.auto_observer is not None
+               and lifecycle.auto_observer.pipeline_name == winner.config.pipeline_name)
+        """
+    )
+    assert result == {"handles": 1, "errors": 1, "current": True, "observer": True}
+
+
+def test_with_observer_disabled_setting_turns_that_entry_off() -> None:
+    result = _run(
+        """
+        exporter, reader, *_ = app_providers()
+        import ondine_otel
+        from ondine import PipelineBuilder
+        from ondine_otel.demo.client import OfflineLLMClient
+        from ondine_otel.demo.pipeline import PROMPT
+        (
+            PipelineBuilder.create()
+            .from_dataframe(load_reviews(3), input_columns=["review"],
+                            output_columns=["sentiment"])
+            .with_prompt(PROMPT)
+            .with_llm(provider="openai", model="gpt-4o-mini", api_key="sk-offline")
+            .with_custom_llm_client(OfflineLLMClient())
+            .with_checkpoint_dir(tempfile.mkdtemp())
+            .with_observer("otel", {"disabled": True})
+            .build()
+            .execute()
+        )
+        report(spans=span_names(exporter))
+        """
+    )
+    assert result == {"spans": []}

@@ -6,6 +6,7 @@ what those servers actually hold after the SDK's exporters and our pusher sent i
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import urllib.request
@@ -107,21 +108,27 @@ class PushRig:
     pusher: PushgatewayPusher
     instrumentor: OndineInstrumentor
 
-    def close(self) -> None:
+    def close(self, push_timeout: float | None = None) -> None:
         self.instrumentor.uninstrument()
-        self.pusher.close()
+        self.pusher.close(timeout=push_timeout)
         self.endpoint.close()
         self.meter_provider.shutdown()
         self.tracer_provider.shutdown()
 
 
-def start_push_rig(url: str, *, pipeline_name: str, interval: float) -> PushRig:
+def start_push_rig(
+    url: str, *, pipeline_name: str, interval: float, timeout: float = 5.0
+) -> PushRig:
     endpoint = exporters.PrometheusEndpoint()
     meter_provider = MeterProvider(metric_readers=[endpoint.reader], views=metric_views())
     tracer_provider = TracerProvider()
     metrics = metrics_for(meter_provider)
     pusher = PushgatewayPusher(
-        url, endpoint.registry, pipeline_label=metrics.labels.pipeline, interval=interval
+        url,
+        endpoint.registry,
+        pipeline_label=metrics.labels.pipeline,
+        interval=interval,
+        timeout=timeout,
     )
     instrumentor = OndineInstrumentor()
     instrumentor.instrument(
@@ -141,6 +148,22 @@ def gateway(pushgateway: Service) -> Iterator[Service]:
     wipe(pushgateway)
 
 
+def pushed_once(gateway: Service, name: str, runs: int) -> list[Any]:
+    """The pipeline's group once the final push of its `runs`-th run has landed.
+
+    Final pushes happen on the pusher's worker thread, after execute() has returned.
+    """
+
+    def landed() -> list[Any] | None:
+        samples = group(gateway_samples(gateway), name)
+        done = sum(s.value for s in samples if s.name == "ondine_runs_total")
+        stale = run_id_samples(gateway_samples(gateway))
+        return samples if done == runs and not stale else None
+
+    found: list[Any] = wait_until(landed, timeout=15, message=f"{runs} run(s) pushed for {name}")
+    return found
+
+
 def test_pushgateway_keeps_counters_and_moves_last_success_only_on_success(
     gateway: Service, tmp_path: Path
 ) -> None:
@@ -148,7 +171,7 @@ def test_pushgateway_keeps_counters_and_moves_last_success_only_on_success(
     rig = start_push_rig(gateway.url, pipeline_name=name, interval=30.0)
     try:
         ok = run_pipeline(build_demo_pipeline(load_reviews(20), checkpoint_dir=tmp_path / "ok"))
-        pushed = group(gateway_samples(gateway), name)
+        pushed = pushed_once(gateway, name, runs=1)
         assert value(pushed, "ondine_runs_total", status="success") == 1
         assert value(pushed, "ondine_cost_usd_total") == pytest.approx(
             float(ok.accumulated_cost), rel=1e-9
@@ -169,7 +192,7 @@ def test_pushgateway_keeps_counters_and_moves_last_success_only_on_success(
         )
         failed = run_pipeline(failing)
         assert float(failed.accumulated_cost) > 0
-        pushed = group(gateway_samples(gateway), name)
+        pushed = pushed_once(gateway, name, runs=2)
         assert value(pushed, "ondine_runs_total", status="error") == 1
         assert value(pushed, "ondine_runs_total", status="success") == 1
         assert value(pushed, "ondine_cost_usd_total") == pytest.approx(
@@ -196,7 +219,7 @@ def test_pushgateway_keeps_counters_and_moves_last_success_only_on_success(
                 checkpoint_dir=tmp_path / "next-process",
             )
         )
-        pushed = group(gateway_samples(gateway), name)
+        pushed = pushed_once(gateway, name, runs=1)
         assert value(pushed, "ondine_runs_total", status="error") == 1
         assert value(pushed, "ondine_last_success_timestamp_seconds") == success_at
         assert run_id_samples(gateway_samples(gateway)) == []
@@ -295,6 +318,26 @@ def test_pushgateway_keeps_no_run_groups_after_many_short_runs(
     assert stale == [], f"{len(stale)} finished runs left run_id groups: {stale[:4]}"
     pushed = group(gateway_samples(gateway), name)
     assert value(pushed, "ondine_runs_total") == threads * runs_each
+
+
+def test_a_gateway_that_never_answers_does_not_stall_the_job(tmp_path: Path) -> None:
+    """Pushes run on the pusher's thread: the job's execute() never waits for the network."""
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        rig = start_push_rig(url, pipeline_name="stalled", interval=0.05, timeout=30.0)
+        try:
+            started = time.monotonic()
+            for index in range(3):
+                build_demo_pipeline(
+                    load_reviews(10), checkpoint_dir=tmp_path / str(index)
+                ).execute()
+            elapsed = time.monotonic() - started
+        finally:
+            rig.close(push_timeout=0.5)
+    # One blocked push would take 30 s; three runs finish long before a single one could.
+    assert elapsed < 15, elapsed
 
 
 # --- OTLP ----------------------------------------------------------------------------------
