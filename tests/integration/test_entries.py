@@ -55,6 +55,23 @@ def metric_names(reader):
 def span_names(exporter):
     return sorted({s.name for s in exporter.get_finished_spans()})
 
+def observed_pipeline(config, rows=8):
+    # The demo pipeline built by hand, with ondine's with_observer("otel", config).
+    from ondine import PipelineBuilder
+    from ondine_otel.demo.client import OfflineLLMClient
+    from ondine_otel.demo.pipeline import PROMPT
+    return (
+        PipelineBuilder.create()
+        .from_dataframe(load_reviews(rows), input_columns=["review"],
+                        output_columns=["sentiment"])
+        .with_prompt(PROMPT)
+        .with_llm(provider="openai", model="gpt-4o-mini", api_key="sk-offline")
+        .with_custom_llm_client(OfflineLLMClient())
+        .with_checkpoint_dir(tempfile.mkdtemp())
+        .with_observer("otel", config)
+        .build()
+    )
+
 def report(**values):
     sys.stdout.flush()
     print("RESULT " + json.dumps(values), flush=True)
@@ -113,20 +130,7 @@ def test_every_entry_gives_the_same_span_and_metric_names() -> None:
         """,
         "with_observer": """
             import ondine_otel
-            from ondine import PipelineBuilder
-            from ondine_otel.demo.client import OfflineLLMClient
-            from ondine_otel.demo.pipeline import PROMPT
-            pipeline = (
-                PipelineBuilder.create()
-                .from_dataframe(load_reviews(8), input_columns=["review"],
-                                output_columns=["sentiment"])
-                .with_prompt(PROMPT)
-                .with_llm(provider="openai", model="gpt-4o-mini", api_key="sk-offline")
-                .with_custom_llm_client(OfflineLLMClient())
-                .with_checkpoint_dir(tempfile.mkdtemp())
-                .with_observer("otel", {"pipeline_name": "ondine"})
-                .build()
-            )
+            pipeline = observed_pipeline({"pipeline_name": "ondine"})
         """,
         "add_observer": """
             from ondine_otel import OtelObserver
@@ -349,25 +353,12 @@ def test_with_observer_pipelines_keep_their_own_names_in_one_process() -> None:
         f"""
         import urllib.request
         import ondine_otel
-        from ondine import PipelineBuilder
         from prometheus_client.parser import text_string_to_metric_families
-        from ondine_otel.demo.client import OfflineLLMClient
-        from ondine_otel.demo.pipeline import PROMPT
 
         def build(name):
-            return (
-                PipelineBuilder.create()
-                .from_dataframe(load_reviews(3), input_columns=["review"],
-                                output_columns=["sentiment"])
-                .with_prompt(PROMPT)
-                .with_llm(provider="openai", model="gpt-4o-mini", api_key="sk-offline")
-                .with_custom_llm_client(OfflineLLMClient())
-                .with_checkpoint_dir(tempfile.mkdtemp())
-                .with_observer("otel", {{"pipeline_name": name, "prometheus_port": {port},
-                                        "prometheus_host": "127.0.0.1",
-                                        "traces_exporter": "none"}})
-                .build()
-            )
+            return observed_pipeline({{"pipeline_name": name, "prometheus_port": {port},
+                                      "prometheus_host": "127.0.0.1",
+                                      "traces_exporter": "none"}}, rows=3)
 
         a, b = build("alpha"), build("beta")
         for pipeline in (a, b, a, b, a):
@@ -436,21 +427,7 @@ def test_with_observer_disabled_setting_turns_that_entry_off() -> None:
         """
         exporter, reader, *_ = app_providers()
         import ondine_otel
-        from ondine import PipelineBuilder
-        from ondine_otel.demo.client import OfflineLLMClient
-        from ondine_otel.demo.pipeline import PROMPT
-        (
-            PipelineBuilder.create()
-            .from_dataframe(load_reviews(3), input_columns=["review"],
-                            output_columns=["sentiment"])
-            .with_prompt(PROMPT)
-            .with_llm(provider="openai", model="gpt-4o-mini", api_key="sk-offline")
-            .with_custom_llm_client(OfflineLLMClient())
-            .with_checkpoint_dir(tempfile.mkdtemp())
-            .with_observer("otel", {"disabled": True})
-            .build()
-            .execute()
-        )
+        observed_pipeline({"disabled": True}, rows=3).execute()
         report(spans=span_names(exporter))
         """
     )
