@@ -65,6 +65,9 @@ _ENV_PREFIX = "ONDINE_OTEL_"
 OTLP_HTTP_DEFAULT = "http://localhost:4318"
 OTLP_GRPC_DEFAULT = "http://localhost:4317"
 PROMETHEUS_DEFAULT_PORT = 9464
+#: Settings that describe one pipeline's runs rather than the process's exports: a pipeline's
+#: own `with_observer("otel", {...})` values for these win over the process-wide set-up.
+RUN_SETTINGS = ("pipeline_name", "progress_interval", "llm_span_limit", "capture_content")
 RATIO_SAMPLERS = frozenset({"traceidratio", "parentbased_traceidratio"})
 
 
@@ -897,6 +900,10 @@ class TelemetryConfig:
             _unknown([name])
         return cast(Source, self._sources.get(name, "default"))
 
+    def observer_settings(self) -> dict[str, Any]:
+        """The OtelObserver keyword arguments this config sets (run settings and label cap)."""
+        return {name: getattr(self, name) for name in (*RUN_SETTINGS, "label_limit")}
+
     def exporters_for(self, signal: Signal) -> tuple[str, ...]:
         """Exporters in effect for ``signal``; empty means none (``disabled`` not applied)."""
         _check_signal(signal)
@@ -1034,8 +1041,3 @@ def sdk_disabled(environ: Mapping[str, str] | None = None) -> bool:
         return _parse_bool(raw)
     except _Invalid:
         return False
-
-
-#: Settings that describe one pipeline's runs rather than the process's exports: a pipeline's
-#: own `with_observer("otel", {...})` values for these win over the process-wide set-up.
-RUN_SETTINGS = ("pipeline_name", "progress_interval", "llm_span_limit", "capture_content")

@@ -17,13 +17,19 @@ class FanOut:
 
     def __init__(self, listeners: Sequence[RunListener]) -> None:
         self.listeners = tuple(listeners)
+        # Bound once: record_llm_call runs for every LLM call.
+        self._llm_calls = tuple(listener.record_llm_call for listener in self.listeners)
 
     def _each(self, method: str, *args: Any, **kwargs: Any) -> None:
         for listener in self.listeners:
-            try:
-                getattr(listener, method)(*args, **kwargs)
-            except Exception as error:  # noqa: BLE001
-                report(f"{type(listener).__name__}.{method}", error)
+            self._call(getattr(listener, method), *args, **kwargs)
+
+    @staticmethod
+    def _call(bound: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            bound(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001
+            report(getattr(bound, "__qualname__", "a run listener"), error)
 
     def run_started(self, run: RunTelemetry) -> None:
         self._each("run_started", run)
@@ -38,4 +44,5 @@ class FanOut:
         self._each("checkpoint_saved", run, saved)
 
     def record_llm_call(self, **kwargs: Any) -> None:
-        self._each("record_llm_call", **kwargs)
+        for bound in self._llm_calls:
+            self._call(bound, **kwargs)

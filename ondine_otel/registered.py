@@ -61,13 +61,7 @@ def _observer_for(config: TelemetryConfig, settings: dict[str, Any]) -> OtelObse
         handle = telemetry.instrument(**shared)
     if handle is not None and handle.enabled:
         return handle.new_observer()
-    return OtelObserver(
-        pipeline_name=config.pipeline_name,
-        progress_interval=config.progress_interval,
-        llm_span_limit=config.llm_span_limit,
-        capture_content=config.capture_content,
-        label_limit=config.label_limit,
-    )
+    return OtelObserver(**config.observer_settings())
 
 
 class NamedOtelObserver(LLMCallListener):

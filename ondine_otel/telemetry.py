@@ -69,15 +69,8 @@ class Telemetry:
 
     def new_observer(self) -> OtelObserver:
         """An OtelObserver wired like the instrumentor's (same providers, metrics, pushes)."""
-        config = self.config
         return OtelObserver(
-            self.tracer_provider,
-            listener=self.listener,
-            pipeline_name=config.pipeline_name,
-            progress_interval=config.progress_interval,
-            llm_span_limit=config.llm_span_limit,
-            capture_content=config.capture_content,
-            label_limit=config.label_limit,
+            self.tracer_provider, listener=self.listener, **self.config.observer_settings()
         )
 
     def shutdown(self, timeout: float = 5.0) -> None:
@@ -230,11 +223,7 @@ def _start(telemetry: Telemetry, config: TelemetryConfig) -> None:
     instrumentor.instrument(
         tracer_provider=telemetry.tracer_provider,
         listener=telemetry.listener,
-        pipeline_name=config.pipeline_name,
-        progress_interval=config.progress_interval,
-        llm_span_limit=config.llm_span_limit,
-        capture_content=config.capture_content,
-        label_limit=config.label_limit,
+        **config.observer_settings(),
     )
     telemetry.instrumentor = instrumentor
 

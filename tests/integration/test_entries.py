@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -330,7 +329,6 @@ def test_port_in_use_is_a_setup_error_naming_the_setting() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        started = time.monotonic()
         result = _run(
             f"""
             import ondine_otel
@@ -344,7 +342,6 @@ def test_port_in_use_is_a_setup_error_naming_the_setting() -> None:
         )
     assert result["error"] and "prometheus_port" in result["error"]
     assert result["tracer"] == "ProxyTracerProvider"
-    assert time.monotonic() - started < 60
 
 
 def test_with_observer_pipelines_keep_their_own_names_in_one_process() -> None:
