@@ -38,9 +38,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from ondine_otel.config import TelemetryConfig
+from ondine_otel.config.settings import TelemetryConfig
 from ondine_otel.demo import OfflineLLMClient, build_demo_pipeline, load_reviews
-from ondine_otel.exporters import PrometheusEndpoint, build_meter_provider
+from ondine_otel.export.providers import PrometheusEndpoint, build_meter_provider
 from ondine_otel.instrumentor import OndineInstrumentor
 
 RESULTS_FILE = Path(__file__).parent / "results" / "latest.json"
@@ -127,7 +127,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant(
         "instrumented",
         "traces (BatchSpanProcessor, dropping exporter, default llm_span_limit=1000) + metrics "
-        "(MeterProvider from ondine_otel.exporters.build_meter_provider with the Prometheus "
+        "(MeterProvider from ondine_otel.export.providers.build_meter_provider with the Prometheus "
         f"reader, /metrics scraped over HTTP every {SCRAPE_INTERVAL_S} s)",
         instrumented=True,
     ),

@@ -3,12 +3,12 @@
 The public surface only; see the README for the entries (instrument(), zero-code, observers).
 """
 
-from ondine_otel import lifecycle, registered
-from ondine_otel.config import TelemetryConfig
-from ondine_otel.errors import ConfigError
+from ondine_otel.config.errors import ConfigError
+from ondine_otel.config.settings import TelemetryConfig
+from ondine_otel.export.setup import Telemetry, instrument
+from ondine_otel.hooks import lifecycle, registered
+from ondine_otel.hooks.observer import OtelObserver
 from ondine_otel.instrumentor import OndineInstrumentor
-from ondine_otel.observer import OtelObserver
-from ondine_otel.telemetry import Telemetry, instrument
 from ondine_otel.version import __version__
 
 lifecycle.install()  # every run, whichever entry traces it, ends exactly once

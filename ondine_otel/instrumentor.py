@@ -14,11 +14,12 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 
-from ondine_otel import lifecycle, semconv
-from ondine_otel.config import sdk_disabled
-from ondine_otel.observer import OtelObserver
+from ondine_otel.config.settings import sdk_disabled
+from ondine_otel.hooks import lifecycle
+from ondine_otel.hooks.observer import OtelObserver
 from ondine_otel.package import _instruments
-from ondine_otel.run import RunListener
+from ondine_otel.telemetry import semconv
+from ondine_otel.telemetry.run import RunListener
 
 
 class OndineInstrumentor(BaseInstrumentor):

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from ondine_otel import semconv
+from ondine_otel.telemetry import semconv
 
 
 def runs(spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from ondine_otel.check import check_otlp, check_prometheus_port, check_pushgateway
-from ondine_otel.cli import main
-from ondine_otel.config import TelemetryConfig
+from ondine_otel.cli.check import check_otlp, check_prometheus_port, check_pushgateway
+from ondine_otel.cli.main import main
+from ondine_otel.config.settings import TelemetryConfig
 from tests.support.otlp_receiver import OtlpGrpcReceiver, OtlpHttpReceiver
 from tests.support.services import Service
 
@@ -326,7 +326,7 @@ def test_console_script_runs_check(otlp_http_receiver: OtlpHttpReceiver) -> None
     env = dict(os.environ)  # already cleaned of OTEL_* by the autouse fixture
     env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_http_receiver.endpoint
     result = subprocess.run(
-        [sys.executable, "-m", "ondine_otel.cli", "check", "--timeout", "5"],
+        [sys.executable, "-m", "ondine_otel.cli.main", "check", "--timeout", "5"],
         env=env,
         capture_output=True,
         text=True,

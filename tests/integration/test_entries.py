@@ -310,7 +310,7 @@ def test_bad_settings_fail_fast_and_leave_nothing_behind(
             error = None
         except ondine_otel.ConfigError as raised:
             error = str(raised)
-        from ondine_otel import lifecycle
+        from ondine_otel.hooks import lifecycle
         report(error=error, threads=threading.active_count() - before,
                wrapped=lifecycle.auto_observer is not None,
                tracer=type(trace.get_tracer_provider()).__name__)
@@ -393,7 +393,7 @@ def test_concurrent_instrument_calls_build_one_set_up() -> None:
         """
         import threading
         import ondine_otel
-        from ondine_otel import lifecycle
+        from ondine_otel.hooks import lifecycle
         barrier = threading.Barrier(2)
         handles, errors = [], []
 
@@ -411,7 +411,7 @@ def test_concurrent_instrument_calls_build_one_set_up() -> None:
             t.join()
         winner = handles[0]
         report(handles=len(handles), errors=len(errors),
-               current=ondine_otel.telemetry.current() is winner,
+               current=ondine_otel.export.setup.current() is winner,
                observer=lifecycle.auto_observer is not None
                and lifecycle.auto_observer.pipeline_name == winner.config.pipeline_name)
         """

@@ -26,10 +26,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from ondine_otel import semconv
 from ondine_otel.demo import build_demo_pipeline
 from ondine_otel.instrumentor import OndineInstrumentor
-from ondine_otel.metrics import GENAI_DURATION_BUCKETS, GENAI_TOKEN_BUCKETS, metric_views
+from ondine_otel.telemetry import semconv
+from ondine_otel.telemetry.metrics import GENAI_DURATION_BUCKETS, GENAI_TOKEN_BUCKETS, metric_views
 
 pytestmark = pytest.mark.integration
 

@@ -24,13 +24,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from ondine_otel import exporters, semconv
-from ondine_otel.config import TelemetryConfig
+from ondine_otel.config.settings import TelemetryConfig
 from ondine_otel.demo import OfflineLLMClient, build_demo_pipeline, load_reviews
-from ondine_otel.fanout import FanOut
+from ondine_otel.export import providers as exporters
+from ondine_otel.export.pushgateway import JOB, PushgatewayPusher
 from ondine_otel.instrumentor import OndineInstrumentor
-from ondine_otel.metrics import metric_views, metrics_for
-from ondine_otel.pushgateway import JOB, PushgatewayPusher
+from ondine_otel.telemetry import semconv
+from ondine_otel.telemetry.fanout import FanOut
+from ondine_otel.telemetry.metrics import metric_views, metrics_for
 from tests.spy import ContextSpy
 from tests.support.otlp_receiver import (
     MetricValue,

@@ -16,8 +16,13 @@ from typing import Any
 
 import pytest
 
-from ondine_otel.config import SETTINGS, TelemetryConfig, settings_table, unrecognized_environment
-from ondine_otel.errors import ConfigError
+from ondine_otel.config.errors import ConfigError
+from ondine_otel.config.settings import (
+    SETTINGS,
+    TelemetryConfig,
+    settings_table,
+    unrecognized_environment,
+)
 
 ENV = {s.name: s.env for s in SETTINGS}
 PUSH_AUTH = {
@@ -695,12 +700,10 @@ def test_unrecognized_environment_spots_typos() -> None:
 def test_process_metrics_are_opt_in_on_the_prometheus_endpoint() -> None:
     from prometheus_client import generate_latest
 
-    from ondine_otel.exporters import PrometheusEndpoint
+    from ondine_otel.export.providers import PrometheusEndpoint
 
     quiet = TelemetryConfig.from_settings(environ={})
-    loud = TelemetryConfig.from_settings(
-        environ={"ONDINE_OTEL_PROMETHEUS_PROCESS_METRICS": "true"}
-    )
+    loud = TelemetryConfig.from_settings(environ={"ONDINE_OTEL_PROMETHEUS_PROCESS_METRICS": "true"})
     assert quiet.prometheus_process_metrics is False and loud.prometheus_process_metrics is True
     plain = generate_latest(PrometheusEndpoint(quiet.prometheus_process_metrics).registry)
     noisy = generate_latest(PrometheusEndpoint(loud.prometheus_process_metrics).registry)

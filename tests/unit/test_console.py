@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.text import Text
 from rich.tree import Tree
 
-from ondine_otel import semconv
-from ondine_otel.console import VISIBLE_CHAT_SPANS, print_trace, render_trace
+from ondine_otel.cli.console import VISIBLE_CHAT_SPANS, print_trace, render_trace
+from ondine_otel.telemetry import semconv
 
 
 @pytest.fixture

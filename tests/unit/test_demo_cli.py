@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from ondine.core.models import CostEstimate
 
-from ondine_otel import semconv
-from ondine_otel.cli import main
+from ondine_otel.cli.main import main
 from ondine_otel.demo import build_demo_pipeline, load_reviews
-from ondine_otel.exporters import PrometheusEndpoint
+from ondine_otel.export.providers import PrometheusEndpoint
+from ondine_otel.telemetry import semconv
 from ondine_otel.version import __version__
 
 

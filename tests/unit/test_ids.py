@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from ondine_otel import ids
+from ondine_otel.telemetry import ids
 
 
 def test_uuid_maps_to_its_integer_and_back() -> None:

@@ -6,9 +6,9 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 from rich.console import Console
 
-from ondine_otel import semconv
-from ondine_otel.console import print_metrics_summary
-from ondine_otel.metrics import metric_views
+from ondine_otel.cli.console import print_metrics_summary
+from ondine_otel.telemetry import semconv
+from ondine_otel.telemetry.metrics import metric_views
 
 
 def _render(data: MetricsData | None) -> str:

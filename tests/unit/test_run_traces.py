@@ -22,12 +22,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from ondine_otel import semconv
 from ondine_otel.demo.client import OfflineLLMClient
 from ondine_otel.demo.data import load_reviews
 from ondine_otel.demo.pipeline import PROMPT, build_demo_pipeline
+from ondine_otel.hooks.observer import ACTIVE_RUNS, OtelObserver
 from ondine_otel.instrumentor import OndineInstrumentor
-from ondine_otel.observer import ACTIVE_RUNS, OtelObserver
+from ondine_otel.telemetry import semconv
 from tests.spy import ContextSpy
 from tests.traces import event_names, only_run, runs, stage, stages_of
 

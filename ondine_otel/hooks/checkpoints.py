@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ondine_otel import calls, ids, semconv
-from ondine_otel.guard import report
-from ondine_otel.observer import ACTIVE_RUNS, PENDING_RESTORES
-from ondine_otel.run import RestoredCheckpoint, checkpoint_attributes
+from ondine_otel.hooks import calls
+from ondine_otel.hooks.observer import ACTIVE_RUNS, PENDING_RESTORES
+from ondine_otel.telemetry import ids, semconv
+from ondine_otel.telemetry.guard import report
+from ondine_otel.telemetry.run import RestoredCheckpoint, checkpoint_attributes
 
 
 def _context_arg(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

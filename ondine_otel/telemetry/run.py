@@ -17,13 +17,18 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode, TraceFlags, Tracer
 
-from ondine_otel import ids, semconv, snapshot
-from ondine_otel.guard import report
-from ondine_otel.tracing import parent_context, record_error, span_attributes, start_span_with_ids
+from ondine_otel.telemetry import ids, semconv, snapshot
+from ondine_otel.telemetry.guard import report
+from ondine_otel.telemetry.tracing import (
+    parent_context,
+    record_error,
+    span_attributes,
+    start_span_with_ids,
+)
 
 #: OTel context key under which the active RunTelemetry travels with its spans, so that code
 #: running inside the run (ondine's per-row asyncio tasks) can find it.
-RUN_CONTEXT_KEY = otel_context.create_key("ondine_otel.run")
+RUN_CONTEXT_KEY = otel_context.create_key("ondine_otel.telemetry.run")
 
 
 def current_run() -> RunTelemetry | None:

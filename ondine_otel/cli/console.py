@@ -21,8 +21,8 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from ondine_otel import semconv
-from ondine_otel.semconv import SPAN_LLM_OPERATION
+from ondine_otel.telemetry import semconv
+from ondine_otel.telemetry.semconv import SPAN_LLM_OPERATION
 
 VISIBLE_CHAT_SPANS = 3
 _ATTRIBUTE_PREFIXES = ("ondine.", "gen_ai.")

@@ -42,8 +42,8 @@ from prometheus_client import (
     start_http_server,
 )
 
-from ondine_otel.config import OtlpSettings, TelemetryConfig
-from ondine_otel.metrics import metric_views
+from ondine_otel.config.settings import OtlpSettings, TelemetryConfig
+from ondine_otel.telemetry.metrics import metric_views
 
 #: Bounded export queue: a stalled collector drops spans instead of growing memory.
 SPAN_QUEUE_SIZE = 8192

@@ -28,9 +28,9 @@ from prometheus_client.exposition import (
 )
 from prometheus_client.metrics_core import Metric
 
-from ondine_otel import semconv
-from ondine_otel.guard import report
-from ondine_otel.run import RunTelemetry
+from ondine_otel.telemetry import semconv
+from ondine_otel.telemetry.guard import report
+from ondine_otel.telemetry.run import RunTelemetry
 
 JOB = "ondine"
 

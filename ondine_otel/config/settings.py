@@ -35,7 +35,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Literal, cast
 from urllib.parse import unquote, urlsplit
 
-from ondine_otel.errors import ConfigError
+from ondine_otel.config.errors import ConfigError
 
 __all__ = [
     "OTLP_GRPC_DEFAULT",

@@ -15,11 +15,11 @@ from typing import Any
 from ondine.observability.base import PipelineObserver
 from opentelemetry.trace import SpanKind
 
-from ondine_otel import modelname, semconv
-from ondine_otel.guard import guarded
-from ondine_otel.redaction import redact
-from ondine_otel.run import RunTelemetry, current_run
-from ondine_otel.tracing import span_attributes
+from ondine_otel.telemetry import modelname, semconv
+from ondine_otel.telemetry.guard import guarded
+from ondine_otel.telemetry.redaction import redact
+from ondine_otel.telemetry.run import RunTelemetry, current_run
+from ondine_otel.telemetry.tracing import span_attributes
 
 
 def _epoch_ns(value: Any) -> int | None:

@@ -21,16 +21,16 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import TracerProvider
 
-from ondine_otel import exporters
-from ondine_otel.config import TelemetryConfig
-from ondine_otel.errors import ConfigError
-from ondine_otel.fanout import FanOut
-from ondine_otel.guard import report
+from ondine_otel.config.errors import ConfigError
+from ondine_otel.config.settings import TelemetryConfig
+from ondine_otel.export import providers as exporters
+from ondine_otel.export.pushgateway import PushgatewayPusher
+from ondine_otel.hooks.observer import OtelObserver
 from ondine_otel.instrumentor import OndineInstrumentor
-from ondine_otel.metrics import metrics_for
-from ondine_otel.observer import OtelObserver
-from ondine_otel.pushgateway import PushgatewayPusher
-from ondine_otel.run import RunListener
+from ondine_otel.telemetry.fanout import FanOut
+from ondine_otel.telemetry.guard import report
+from ondine_otel.telemetry.metrics import metrics_for
+from ondine_otel.telemetry.run import RunListener
 
 # Re-entrant: instrument() holds it across check, build and publish, and may shut down the
 # previous handle (which takes it too) on the way.

@@ -19,13 +19,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ondine_otel.check import add_check_parser
+from ondine_otel.cli.check import add_check_parser
 from ondine_otel.version import __version__
 
 if TYPE_CHECKING:  # the demo imports these lazily; the other commands need neither
     from rich.console import Console
 
-    from ondine_otel.exporters import PrometheusEndpoint
+    from ondine_otel.export.providers import PrometheusEndpoint
 
 DEMO_SERVICE_NAME = "ondine-otel-demo"
 DEMO_METRICS_HOST = "127.0.0.1"
@@ -118,12 +118,12 @@ def _run_demo(args: argparse.Namespace) -> int:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from rich.console import Console
 
-    from ondine_otel.console import print_metrics_summary, print_trace
+    from ondine_otel.cli.console import print_metrics_summary, print_trace
     from ondine_otel.demo import build_demo_pipeline, load_reviews
     from ondine_otel.demo.pipeline import OUTPUT_COLUMN
-    from ondine_otel.exporters import PrometheusEndpoint
+    from ondine_otel.export.providers import PrometheusEndpoint
     from ondine_otel.instrumentor import OndineInstrumentor
-    from ondine_otel.metrics import metric_views
+    from ondine_otel.telemetry.metrics import metric_views
 
     # ondine logs every skipped row at INFO/WARNING to stdout; the trace tells the same story.
     configure_logging(level=os.environ.get("ONDINE_LOG_LEVEL", "ERROR"))
@@ -135,7 +135,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     provider.add_span_processor(SimpleSpanProcessor(memory))
     otlp = next((os.environ[v] for v in _OTLP_ENDPOINT_VARS if os.environ.get(v)), None)
     if otlp is not None:
-        from ondine_otel.exporters import span_processors_from_env
+        from ondine_otel.export.providers import span_processors_from_env
 
         for processor in span_processors_from_env():
             provider.add_span_processor(processor)

@@ -18,14 +18,14 @@ from typing import Any
 
 from wrapt import wrap_function_wrapper
 
-from ondine_otel import calls, checkpoints
-from ondine_otel.guard import report
-from ondine_otel.observer import (
+from ondine_otel.hooks import calls, checkpoints
+from ondine_otel.hooks.observer import (
     PENDING_RESTORES,
     OtelObserver,
     ensure_default_observers,
     finish_run,
 )
+from ondine_otel.telemetry.guard import report
 
 #: The observer attached to every execute() call while the instrumentor is on.
 auto_observer: OtelObserver | None = None

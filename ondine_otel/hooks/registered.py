@@ -22,11 +22,13 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from wrapt import wrap_function_wrapper
 
-from ondine_otel import calls, semconv, telemetry
-from ondine_otel.config import RUN_SETTINGS, TelemetryConfig, sdk_disabled
-from ondine_otel.guard import guarded
-from ondine_otel.llm_events import LLMCallListener
-from ondine_otel.observer import ACTIVE_RUNS, OtelObserver
+from ondine_otel.config.settings import RUN_SETTINGS, TelemetryConfig, sdk_disabled
+from ondine_otel.export import setup as telemetry
+from ondine_otel.hooks import calls
+from ondine_otel.hooks.llm_events import LLMCallListener
+from ondine_otel.hooks.observer import ACTIVE_RUNS, OtelObserver
+from ondine_otel.telemetry import semconv
+from ondine_otel.telemetry.guard import guarded
 
 _FRAMES_TO_SEARCH = 12
 

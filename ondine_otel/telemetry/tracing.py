@@ -21,7 +21,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
-from ondine_otel import semconv
+from ondine_otel.telemetry import semconv
 from ondine_otel.version import __version__
 
 _PINNED: ContextVar[tuple[int | None, int] | None] = ContextVar("ondine_otel_pinned", default=None)

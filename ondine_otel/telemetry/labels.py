@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 
-from ondine_otel.semconv import OVERFLOW_LABEL_VALUE
+from ondine_otel.telemetry.semconv import OVERFLOW_LABEL_VALUE
 
 
 class _Capped:

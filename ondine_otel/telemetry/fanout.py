@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ondine_otel.guard import report
-from ondine_otel.run import RunListener, RunTelemetry
+from ondine_otel.telemetry.guard import report
+from ondine_otel.telemetry.run import RunListener, RunTelemetry
 
 
 class FanOut:

@@ -20,10 +20,10 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
-from ondine_otel import semconv
-from ondine_otel.guard import report
-from ondine_otel.labels import LabelLimiter
-from ondine_otel.run import RunDelta, RunTelemetry
+from ondine_otel.telemetry import semconv
+from ondine_otel.telemetry.guard import report
+from ondine_otel.telemetry.labels import LabelLimiter
+from ondine_otel.telemetry.run import RunDelta, RunTelemetry
 from ondine_otel.version import __version__
 
 #: GenAI semconv bucket boundaries (gen_ai.client.operation.duration, seconds).

@@ -20,15 +20,16 @@ from ondine.orchestration.observers import (
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from ondine_otel import calls, modelname, semconv
-from ondine_otel.active_runs import Registry
-from ondine_otel.config import RUN_SETTINGS, TelemetryConfig, sdk_disabled
-from ondine_otel.guard import guarded, report
-from ondine_otel.llm_events import ensure_llm_events
-from ondine_otel.metrics import metrics_for
-from ondine_otel.run import RestoredCheckpoint, RunListener, RunTelemetry
-from ondine_otel.semconv import OBSERVER_NAME
-from ondine_otel.tracing import tracer_for
+from ondine_otel.config.settings import RUN_SETTINGS, TelemetryConfig, sdk_disabled
+from ondine_otel.hooks import calls
+from ondine_otel.hooks.llm_events import ensure_llm_events
+from ondine_otel.telemetry import modelname, semconv
+from ondine_otel.telemetry.active_runs import Registry
+from ondine_otel.telemetry.guard import guarded, report
+from ondine_otel.telemetry.metrics import metrics_for
+from ondine_otel.telemetry.run import RestoredCheckpoint, RunListener, RunTelemetry
+from ondine_otel.telemetry.semconv import OBSERVER_NAME
+from ondine_otel.telemetry.tracing import tracer_for
 
 #: Runs in flight, by session id.
 ACTIVE_RUNS: Registry[RunTelemetry] = Registry()

@@ -1,0 +1,1 @@
+"""The `ondine-otel` command: check, demo and console rendering."""

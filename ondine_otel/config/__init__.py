@@ -1,0 +1,1 @@
+"""Configuration: the settings table, parsers, masking and errors."""

@@ -1,0 +1,1 @@
+"""Exports: providers, readers, the Prometheus endpoint, the Pushgateway, set-up and shutdown."""

@@ -1,0 +1,1 @@
+"""Everything that touches ondine: observer hooks, client wrapper, checkpoints, execute net."""

@@ -1,0 +1,1 @@
+"""Run telemetry: run state, spans, metrics and per-call aggregation, label caps, names."""
