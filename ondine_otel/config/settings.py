@@ -67,7 +67,14 @@ OTLP_GRPC_DEFAULT = "http://localhost:4317"
 PROMETHEUS_DEFAULT_PORT = 9464
 #: Settings that describe one pipeline's runs rather than the process's exports: a pipeline's
 #: own `with_observer("otel", {...})` values for these win over the process-wide set-up.
-RUN_SETTINGS = ("pipeline_name", "progress_interval", "llm_span_limit", "capture_content")
+RUN_SETTINGS = (
+    "pipeline_name",
+    "progress_interval",
+    "llm_span_limit",
+    "llm_error_span_limit",
+    "llm_span_rate",
+    "capture_content",
+)
 RATIO_SAMPLERS = frozenset({"traceidratio", "parentbased_traceidratio"})
 
 
@@ -548,9 +555,23 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "llm_span_limit",
         f"{_ENV_PREFIX}LLM_SPAN_LIMIT",
-        1000,
+        100,
         _integer(0, None, "expected a whole number >= 0"),
-        "Most LLM call spans per run; further calls are counted, not traced.",
+        "LLM calls of a run that always get a chat span (the first N).",
+    ),
+    Setting(
+        "llm_error_span_limit",
+        f"{_ENV_PREFIX}LLM_ERROR_SPAN_LIMIT",
+        100,
+        _integer(0, None, "expected a whole number >= 0"),
+        "Failed LLM calls per run that get a chat span beyond the first N.",
+    ),
+    Setting(
+        "llm_span_rate",
+        f"{_ENV_PREFIX}LLM_SPAN_RATE",
+        1.0,
+        _number(0.0, True, None, "expected a number of spans per second >= 0"),
+        "Chat spans per second per run for successful calls after the first N (0: none).",
     ),
     Setting(
         "progress_interval",
@@ -792,7 +813,9 @@ class TelemetryConfig:
     pushgateway_username: str | None = None
     pushgateway_password: str | None = None
     push_interval: float = 15.0
-    llm_span_limit: int = 1000
+    llm_span_limit: int = 100
+    llm_error_span_limit: int = 100
+    llm_span_rate: float = 1.0
     progress_interval: float = 5.0
     label_limit: int = 100
     capture_content: bool = False

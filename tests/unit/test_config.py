@@ -108,6 +108,8 @@ def _samples(cert_env: str, cert_arg: Path) -> dict[str, tuple[str, Any, Any, An
         "pushgateway_password": ("env pw ", "env pw ", "arg-pw", "arg-pw"),
         "push_interval": ("2.5", 2.5, 30, 30.0),
         "llm_span_limit": ("0", 0, 50, 50),
+        "llm_error_span_limit": ("3", 3, 0, 0),
+        "llm_span_rate": ("0.5", 0.5, 0, 0.0),
         "progress_interval": ("0", 0.0, 1.5, 1.5),
         "label_limit": ("1", 1, 500, 500),
         "capture_content": ("true", True, False, False),
