@@ -38,7 +38,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from ondine_otel.config.settings import TelemetryConfig
+from ondine_otel.config import TelemetryConfig
 from ondine_otel.demo import OfflineLLMClient, build_demo_pipeline, load_reviews
 from ondine_otel.export.providers import PrometheusEndpoint, build_meter_provider
 from ondine_otel.instrumentor import OndineInstrumentor

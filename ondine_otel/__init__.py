@@ -3,8 +3,7 @@
 The public surface only; see the README for the entries (instrument(), zero-code, observers).
 """
 
-from ondine_otel.config.errors import ConfigError
-from ondine_otel.config.settings import TelemetryConfig
+from ondine_otel.config import ConfigError, TelemetryConfig
 from ondine_otel.export.setup import Telemetry, instrument
 from ondine_otel.hooks import lifecycle, registered
 from ondine_otel.hooks.observer import OtelObserver

@@ -14,7 +14,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 
-from ondine_otel.config.settings import sdk_disabled
+from ondine_otel.config import sdk_disabled
 from ondine_otel.hooks import lifecycle
 from ondine_otel.hooks.observer import OtelObserver
 from ondine_otel.package import _instruments

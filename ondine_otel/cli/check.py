@@ -31,8 +31,13 @@ from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from ondine_otel.config.errors import ConfigError
-from ondine_otel.config.settings import SETTINGS, Signal, TelemetryConfig, unrecognized_environment
+from ondine_otel.config import (
+    SETTINGS,
+    ConfigError,
+    Signal,
+    TelemetryConfig,
+    unrecognized_environment,
+)
 from ondine_otel.version import __version__
 
 __all__ = [

@@ -1,1 +1,45 @@
-"""Configuration: the settings table, parsers, masking and errors."""
+"""Configuration, one concept per module.
+
+``settings`` (the table: names, variables, defaults), ``parsers`` (value parsers), ``masking``
+(how values are shown), ``model`` (``TelemetryConfig``), ``errors`` (``ConfigError``). Import
+public names from here; the module layout is not part of the API.
+"""
+
+from ondine_otel.config.errors import ConfigError
+from ondine_otel.config.masking import settings_table
+from ondine_otel.config.model import OtlpSettings, Source, TelemetryConfig, observer_config
+from ondine_otel.config.settings import (
+    DEFAULTS,
+    OTLP_GRPC_DEFAULT,
+    OTLP_HTTP_DEFAULT,
+    PROMETHEUS_DEFAULT_PORT,
+    RATIO_SAMPLERS,
+    RUN_SETTINGS,
+    SECRET_SETTINGS,
+    SETTINGS,
+    Setting,
+    Signal,
+    sdk_disabled,
+    unrecognized_environment,
+)
+
+__all__ = [
+    "DEFAULTS",
+    "OTLP_GRPC_DEFAULT",
+    "OTLP_HTTP_DEFAULT",
+    "PROMETHEUS_DEFAULT_PORT",
+    "RATIO_SAMPLERS",
+    "RUN_SETTINGS",
+    "SECRET_SETTINGS",
+    "SETTINGS",
+    "ConfigError",
+    "OtlpSettings",
+    "Setting",
+    "Signal",
+    "Source",
+    "TelemetryConfig",
+    "observer_config",
+    "sdk_disabled",
+    "settings_table",
+    "unrecognized_environment",
+]

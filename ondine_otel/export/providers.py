@@ -42,7 +42,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from ondine_otel.config.settings import OtlpSettings, TelemetryConfig
+from ondine_otel.config import OtlpSettings, TelemetryConfig
 from ondine_otel.telemetry.metrics import metric_views
 
 #: Bounded export queue: a stalled collector drops spans instead of growing memory.

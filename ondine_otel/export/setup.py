@@ -21,8 +21,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import TracerProvider
 
-from ondine_otel.config.errors import ConfigError
-from ondine_otel.config.settings import TelemetryConfig
+from ondine_otel.config import ConfigError, TelemetryConfig
 from ondine_otel.export import providers as exporters
 from ondine_otel.export.pushgateway import PushgatewayPusher
 from ondine_otel.hooks.observer import OtelObserver

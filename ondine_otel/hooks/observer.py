@@ -20,7 +20,7 @@ from ondine.orchestration.observers import (
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from ondine_otel.config.settings import RUN_SETTINGS, TelemetryConfig, sdk_disabled
+from ondine_otel.config import RUN_SETTINGS, TelemetryConfig, sdk_disabled
 from ondine_otel.hooks import calls
 from ondine_otel.hooks.llm_events import ensure_llm_events
 from ondine_otel.telemetry import modelname, semconv

@@ -22,7 +22,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from wrapt import wrap_function_wrapper
 
-from ondine_otel.config.settings import RUN_SETTINGS, TelemetryConfig, sdk_disabled
+from ondine_otel.config import RUN_SETTINGS, TelemetryConfig, sdk_disabled
 from ondine_otel.export import setup as telemetry
 from ondine_otel.hooks import calls
 from ondine_otel.hooks.llm_events import LLMCallListener

@@ -19,7 +19,7 @@ import pytest
 
 from ondine_otel.cli.check import check_otlp, check_prometheus_port, check_pushgateway
 from ondine_otel.cli.main import main
-from ondine_otel.config.settings import TelemetryConfig
+from ondine_otel.config import TelemetryConfig
 from tests.support.otlp_receiver import OtlpGrpcReceiver, OtlpHttpReceiver
 from tests.support.services import Service
 

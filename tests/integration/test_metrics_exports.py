@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from ondine_otel.config.settings import TelemetryConfig
+from ondine_otel.config import TelemetryConfig
 from ondine_otel.demo import OfflineLLMClient, build_demo_pipeline, load_reviews
 from ondine_otel.export import providers as exporters
 from ondine_otel.export.pushgateway import JOB, PushgatewayPusher

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from ondine_otel.config.errors import ConfigError
-from ondine_otel.config.settings import (
+from ondine_otel.config import (
     SETTINGS,
+    ConfigError,
     TelemetryConfig,
     settings_table,
     unrecognized_environment,
@@ -106,7 +106,15 @@ def _samples(cert_env: str, cert_arg: Path) -> dict[str, tuple[str, Any, Any, An
         "pushgateway_url": ("http://pg:9091", "http://pg:9091", "https://pg2", "https://pg2"),
         "pushgateway_username": ("env-user", "env-user", "arg-user", "arg-user"),
         "pushgateway_password": ("env pw ", "env pw ", "arg-pw", "arg-pw"),
+        "pushgateway_grouping": (
+            "shard=3, worker=w%201",
+            {"shard": "3", "worker": "w 1"},
+            {"shard": "a"},
+            {"shard": "a"},
+        ),
         "push_interval": ("2.5", 2.5, 30, 30.0),
+        "handle_signals": ("false", False, True, True),
+        "shutdown_timeout": ("0.5", 0.5, 10, 10.0),
         "llm_span_limit": ("0", 0, 50, 50),
         "llm_error_span_limit": ("3", 3, 0, 0),
         "llm_span_rate": ("0.5", 0.5, 0, 0.0),
@@ -221,7 +229,6 @@ BAD_VALUES = [
     ("pipeline_name", "a\x01b"),
     ("service_name", "a\tb"),
     ("otlp_certificate", "no-such-ca.pem"),
-    ("pushgateway_username", "a:b"),
 ]
 
 
@@ -246,6 +253,13 @@ def test_bad_argument_value_names_argument_variable_and_value(name: str, bad: st
     assert caught.value.setting == name
     assert message.startswith(f"{name}={bad!r} is invalid: ")
     assert message.endswith(f"(env var {ENV[name]})")
+
+
+def test_a_bad_user_name_is_rejected_without_echoing_it() -> None:
+    with pytest.raises(ConfigError) as caught:
+        build(**{**PUSH_AUTH, "pushgateway_username": "a:b"})
+    assert caught.value.setting == "pushgateway_username"
+    assert "a:b" not in str(caught.value) and "user name without ':'" in str(caught.value)
 
 
 def test_error_message_format() -> None:
@@ -313,8 +327,7 @@ def test_half_basic_auth_is_rejected(given: dict[str, str], missing: str) -> Non
     assert caught.value.setting == name
     assert missing in message and ENV[missing] in message
     assert "s3cret-pw" not in message
-    if name == "pushgateway_username":
-        assert repr(value) in message
+    assert repr(value) not in message  # the user name is half a credential: masked too
 
     with pytest.raises(ConfigError) as caught:
         build({ENV[name]: value, "ONDINE_OTEL_PUSHGATEWAY_URL": "http://pg:9091"})
@@ -550,7 +563,7 @@ def test_masked_hides_secrets_and_keeps_the_rest(cert: str) -> None:
     assert masked["otlp_metrics_headers"] == "authorization=***"  # effective: the fallback
     assert masked["pushgateway_password"] == "***"
     assert masked["resource_attributes"] == "team=data,deploy.token=***,build=***"
-    assert masked["pushgateway_username"] == "bob"
+    assert masked["pushgateway_username"] == "***"
     assert masked["otlp_traces_endpoint"] == "https://collector.example.com:4318/v1/traces"
     assert masked["otlp_traces_certificate"] == cert
     assert masked["traces_exporter"] == "otlp"
@@ -598,7 +611,7 @@ def test_to_dict_from_dict_round_trip_through_deepcopy_and_json(cert: str) -> No
     config = secret_config(cert).replace(
         traces_exporter=["otlp", "console"], prometheus_port=0, traces_sampler_arg=0.5
     )
-    data = config.to_dict()
+    data = config.to_dict(include_secrets=True)
     assert list(data) == [s.name for s in SETTINGS]
     assert data["otlp_headers"] == {"authorization": "Bearer tok-9f8e7d6c5b4a39281706"}
     assert data["traces_exporter"] == ["otlp", "console"]
@@ -606,6 +619,20 @@ def test_to_dict_from_dict_round_trip_through_deepcopy_and_json(cert: str) -> No
     assert TelemetryConfig.from_dict(copied) == config
     assert TelemetryConfig.from_dict(json.loads(json.dumps(data))) == config
     assert copied == data  # from_dict did not mutate its input
+
+
+def test_to_dict_leaves_secrets_out_unless_asked(cert: str) -> None:
+    config = secret_config(cert)
+    data = config.to_dict()
+    secrets = {s.name for s in SETTINGS if s.secret}
+    assert secrets >= {"otlp_headers", "pushgateway_password"}
+    assert not secrets & set(data)
+    assert "tok-9f8e7d6c5b4a39281706" not in json.dumps(data)
+    assert list(data) == [s.name for s in SETTINGS if not s.secret]
+    # Without its secrets the dict still rebuilds everything else.
+    rebuilt = TelemetryConfig.from_dict(data)
+    assert rebuilt.otlp_endpoint == config.otlp_endpoint
+    assert dict(rebuilt.otlp_headers) == {}
 
 
 def test_from_dict_accepts_a_subset_and_ignores_the_environment(

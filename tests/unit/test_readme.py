@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from ondine_otel.config.settings import SETTINGS, settings_table
+from ondine_otel.config import SETTINGS, settings_table
 from ondine_otel.telemetry import semconv
 
 README = Path(__file__).resolve().parents[2] / "README.md"
