@@ -27,13 +27,7 @@ from opentelemetry.sdk.trace.export import (
     ConsoleSpanExporter,
     SpanExporter,
 )
-from opentelemetry.sdk.trace.sampling import (
-    ALWAYS_OFF,
-    ALWAYS_ON,
-    ParentBased,
-    Sampler,
-    TraceIdRatioBased,
-)
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler
 from prometheus_client import (
     CollectorRegistry,
     GCCollector,
@@ -43,6 +37,7 @@ from prometheus_client import (
 )
 
 from ondine_otel.config import OtlpSettings, TelemetryConfig
+from ondine_otel.export.sampler import RandomBitsRatioSampler
 from ondine_otel.telemetry.metrics import metric_views
 
 #: Bounded export queue: a stalled collector drops spans instead of growing memory.
@@ -58,16 +53,12 @@ def build_resource(config: TelemetryConfig) -> Resource:
 
 
 def build_sampler(config: TelemetryConfig) -> Sampler:
-    name = config.traces_sampler
-    ratio = TraceIdRatioBased(config.sampler_ratio)
-    root: Sampler = {
-        "always_on": ALWAYS_ON,
-        "always_off": ALWAYS_OFF,
-        "traceidratio": ratio,
-        "parentbased_always_on": ALWAYS_ON,
-        "parentbased_always_off": ALWAYS_OFF,
-        "parentbased_traceidratio": ratio,
-    }[name]
+    """The configured sampler; ratio samplers draw on the id's random bits (see sampler.py)."""
+    name = config.traces_sampler.removeprefix("ondine_")
+    if name in ("traceidratio", "parentbased_traceidratio"):
+        root: Sampler = RandomBitsRatioSampler(config.sampler_ratio)
+    else:
+        root = ALWAYS_OFF if name.endswith("always_off") else ALWAYS_ON
     return ParentBased(root) if name.startswith("parentbased_") else root
 
 
