@@ -14,7 +14,10 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
 
 PRELUDE = """
 import json, logging, os, sys, tempfile, threading, time
@@ -86,6 +89,7 @@ def start(body: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]
     return subprocess.Popen(
         [sys.executable, "-c", script(body)],
         env=child_env(env),
+        cwd=REPO,  # children import tests.reliability.workers
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
