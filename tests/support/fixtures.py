@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from .otlp_receiver import OtlpGrpcReceiver, OtlpHttpReceiver
-from .services import Service, start_prometheus, start_pushgateway
+from .services import Service, start_alertmanager, start_prometheus, start_pushgateway
 
 
 @pytest.fixture
@@ -44,6 +44,22 @@ def prometheus_factory(tmp_path: Path) -> Iterator[Callable[..., Service]]:
 
     def factory(scrape_targets: list[str], scrape_interval: str = "1s") -> Service:
         service = start_prometheus(tmp_path, scrape_targets, scrape_interval)
+        started.append(service)
+        return service
+
+    yield factory
+    for service in started:
+        service.stop()
+
+
+@pytest.fixture
+def alertmanager_factory(tmp_path: Path) -> Iterator[Callable[[str], Service]]:
+    """``alertmanager_factory(config_text)``: a factory because each test brings its config
+    (usually a rewritten copy of deploy/alertmanager/alertmanager.yml); stopped at teardown."""
+    started: list[Service] = []
+
+    def factory(config_text: str) -> Service:
+        service = start_alertmanager(tmp_path, config_text)
         started.append(service)
         return service
 

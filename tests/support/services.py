@@ -37,7 +37,10 @@ def find_binary(name: str) -> str:
     path = shutil.which(name)
     if path:
         return path
-    hint = f"{name} not installed (Debian: apt-get install prometheus prometheus-pushgateway)"
+    hint = (
+        f"{name} not installed (Debian: apt-get install prometheus prometheus-pushgateway "
+        "prometheus-alertmanager)"
+    )
     if _running_in_ci():
         pytest.fail(f"{hint}; CI must provide it, see .ci/run")
     pytest.skip(hint)
@@ -265,3 +268,93 @@ def wait_for_query(
 
     wait_until(check, timeout=timeout, interval=0.25, message=explain)
     return result
+
+
+# --- Alertmanager, a rule-loading Prometheus, promtool and amtool --------------------------
+
+ALERTMANAGER_BIN = "prometheus-alertmanager"
+PROMTOOL_BIN = "promtool"
+AMTOOL_BIN = "amtool"
+
+
+def start_alertmanager(tmp_dir: Path | str, config_text: str, timeout: float = 30.0) -> Service:
+    """Start an Alertmanager with ``config_text`` as its config, clustering off.
+
+    An empty ``--cluster.listen-address`` keeps it from binding the gossip port on every
+    interface; the tests only ever use one instance.
+    """
+    binary = find_binary(ALERTMANAGER_BIN)
+    workdir = Path(tempfile.mkdtemp(prefix="alertmanager-", dir=tmp_dir))
+    config = workdir / "alertmanager.yml"
+    config.write_text(config_text)
+    return _start(
+        "alertmanager",
+        workdir,
+        lambda port: [
+            binary,
+            f"--config.file={config}",
+            f"--storage.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ],
+        timeout,
+    )
+
+
+def start_prometheus_with_rules(
+    tmp_dir: Path | str,
+    scrape_targets: list[str],
+    rule_files: list[Path],
+    alertmanager: Service | None = None,
+    scrape_interval: str = "1s",
+    timeout: float = 60.0,
+) -> Service:
+    """Like ``start_prometheus``, plus rule files evaluated every ``scrape_interval`` and
+    alerts sent to ``alertmanager``."""
+    binary = find_binary(PROMETHEUS_BIN)
+    workdir = Path(tempfile.mkdtemp(prefix="prometheus-", dir=tmp_dir))
+    config: dict[str, Any] = json.loads(prometheus_config(scrape_targets, scrape_interval))
+    config["rule_files"] = [str(Path(path).resolve()) for path in rule_files]
+    if alertmanager is not None:
+        config["alerting"] = {
+            "alertmanagers": [
+                {"api_version": "v2", "static_configs": [{"targets": [alertmanager.address]}]}
+            ]
+        }
+    config_path = workdir / "prometheus.yml"
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    return _start(
+        "prometheus",
+        workdir,
+        lambda port: [
+            binary,
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        timeout,
+    )
+
+
+def alertmanager_alerts(target: Service | str) -> list[dict[str, Any]]:
+    """Every alert Alertmanager holds (``/api/v2/alerts``), inhibited and silenced ones too."""
+    _, body = _http_get(f"{_base_url(target)}/api/v2/alerts")
+    alerts: list[dict[str, Any]] = json.loads(body)
+    return alerts
+
+
+def run_tool(
+    name: str, *args: str | Path, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """Run promtool/amtool (found like the servers) and return its result, output as text."""
+    binary = find_binary(name)
+    return subprocess.run(
+        [binary, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
