@@ -29,7 +29,6 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler
 from prometheus_client import (
-    CollectorRegistry,
     GCCollector,
     PlatformCollector,
     ProcessCollector,
@@ -37,6 +36,7 @@ from prometheus_client import (
 )
 
 from ondine_otel.config import OtlpSettings, TelemetryConfig
+from ondine_otel.export.registry import SerialRegistry
 from ondine_otel.export.sampler import RandomBitsRatioSampler
 from ondine_otel.telemetry.metrics import metric_views
 
@@ -163,7 +163,7 @@ class PrometheusEndpoint:
     """
 
     def __init__(self, process_metrics: bool = False) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = SerialRegistry(auto_describe=True)  # scrape and push: #5258
         if process_metrics:  # opt-in: most scrapers already get these from the node
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)

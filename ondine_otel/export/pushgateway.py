@@ -3,19 +3,27 @@
 A batch job may end before Prometheus ever scrapes it, so we push: every `interval` seconds
 while runs are active, and once more when each run ends (success or failure).
 
-Two groups per pipeline keep the gateway truthful:
-- `{job="ondine", pipeline=P}` holds the counters, histograms and the last-success timestamp,
-  pushed with push-add (POST): a failed run's push leaves the previous success time in place.
+Groups (every grouping key also carries the `pushgateway_grouping` labels, e.g. `shard=3`, so
+parallel workers of one pipeline each own their groups and never overwrite each other):
+- `{job="ondine", pipeline=P}` holds the pipeline's counters, histograms and last-success
+  timestamp, pushed with push-add (POST): a failed run's push leaves the previous success time
+  in place. Series without a `pipeline` label (the `gen_ai_client_*` histograms) go into the
+  group of the process's own pipeline name, so each is pushed exactly once.
 - `{job="ondine", pipeline=P, run_id=R}` holds the active-run gauges, replaced (PUT) while the
-  run is active and deleted when it ends, so finished runs do not linger as stale series.
+  run is active and deleted when it ends. A killed run cannot delete its group, so the first
+  run of the next process in the same groups deletes every run group it does not own: one
+  worker per grouping key means such a group can only be a dead run's.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -28,11 +36,16 @@ from prometheus_client.exposition import (
 )
 from prometheus_client.metrics_core import Metric
 
+from ondine_otel.export.registry import filtered
 from ondine_otel.telemetry import semconv
 from ondine_otel.telemetry.guard import report
 from ondine_otel.telemetry.run import RunTelemetry
 
 JOB = "ondine"
+#: Pause before the one retry of a failed push: long enough for a restarting gateway's socket.
+RETRY_DELAY_S = 0.5
+#: One failure site for every request to the gateway: a dead gateway is one warning, not three.
+_SITE = "pushing to the Pushgateway"
 
 
 class _Filtered:
@@ -43,12 +56,7 @@ class _Filtered:
         self._keep = keep
 
     def collect(self) -> Iterator[Metric]:
-        for family in self._source.collect():
-            samples = [sample for sample in family.samples if self._keep(sample.labels)]
-            if samples:
-                kept = Metric(family.name, family.documentation, family.type, family.unit)
-                kept.samples = samples
-                yield kept
+        return filtered(self._source.collect(), lambda sample: self._keep(sample.labels))
 
 
 def _view(source: CollectorRegistry, keep: Callable[[dict[str, str]], bool]) -> CollectorRegistry:
@@ -70,7 +78,11 @@ class PushgatewayPusher:
         username: str | None = None,
         password: str | None = None,
         timeout: float = 5.0,
+        grouping: Mapping[str, str] | None = None,
+        home_pipeline: str | None = None,
     ) -> None:
+        """`grouping`: extra grouping labels of this worker; `home_pipeline`: the process's
+        configured pipeline name, whose group also takes the series without a pipeline label."""
         self.url = url
         self._registry = registry
         self._pipeline_label = pipeline_label
@@ -78,11 +90,14 @@ class PushgatewayPusher:
         self._timeout = timeout
         self._username = username
         self._password = password
+        self._grouping = dict(grouping or {})
+        self._home = None if home_pipeline is None else pipeline_label(home_pipeline)
         self._active: dict[str, tuple[RunTelemetry, str]] = {}
+        self._swept: set[str] = set()  # pipelines whose stale run groups were cleaned up
         self._lock = threading.Lock()
         # Every push happens on one worker, in order: a finished run's final push and delete
         # always come after its last periodic push, and the job's thread never waits on HTTP.
-        self._tasks: queue.Queue[tuple[str, str] | None] = queue.Queue()
+        self._tasks: queue.Queue[tuple[str, str, str] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
 
     def _handler(self, url: str, method: str, timeout: float | None, headers: Any, data: bytes
@@ -94,20 +109,27 @@ class PushgatewayPusher:
         return default_handler(url, method, timeout, headers, data)
 
     # --- pushes --------------------------------------------------------------------------
+    def _key(self, pipeline: str, run_id: str | None = None) -> dict[str, str]:
+        key = {**self._grouping, semconv.LABEL_PIPELINE: pipeline}
+        if run_id is not None:
+            key[semconv.LABEL_RUN_ID] = run_id
+        return key
+
     def push_pipeline(self, pipeline: str) -> None:
         """Push-add the pipeline's counters and histograms (no run_id series)."""
+        home = pipeline == self._home
 
         def keep(labels: dict[str, str]) -> bool:
-            return (
-                labels.get(semconv.LABEL_PIPELINE) == pipeline
-                and semconv.LABEL_RUN_ID not in labels
-            )
+            if semconv.LABEL_RUN_ID in labels:
+                return False
+            own = labels.get(semconv.LABEL_PIPELINE)
+            return own == pipeline or (home and own is None)
 
         pushadd_to_gateway(
             self.url,
             job=JOB,
             registry=_view(self._registry, keep),
-            grouping_key={semconv.LABEL_PIPELINE: pipeline},
+            grouping_key=self._key(pipeline),
             timeout=self._timeout,
             handler=self._handler,
         )
@@ -122,7 +144,7 @@ class PushgatewayPusher:
             self.url,
             job=JOB,
             registry=_view(self._registry, keep),
-            grouping_key={semconv.LABEL_PIPELINE: pipeline, semconv.LABEL_RUN_ID: run_id},
+            grouping_key=self._key(pipeline, run_id),
             timeout=self._timeout,
             handler=self._handler,
         )
@@ -131,24 +153,60 @@ class PushgatewayPusher:
         delete_from_gateway(
             self.url,
             job=JOB,
-            grouping_key={semconv.LABEL_PIPELINE: pipeline, semconv.LABEL_RUN_ID: run_id},
+            grouping_key=self._key(pipeline, run_id),
             timeout=self._timeout,
             handler=self._handler,
         )
+
+    def stale_runs(self, pipeline: str) -> list[str]:
+        """run_ids of this worker's run groups of `pipeline` on the gateway not active here."""
+        request = urllib.request.Request(self.url.rstrip("/") + "/api/v1/metrics")
+        if self._username is not None:
+            token = f"{self._username}:{self._password or ''}".encode()
+            request.add_header("Authorization", "Basic " + base64.b64encode(token).decode())
+        with urllib.request.urlopen(request, timeout=self._timeout) as response:
+            groups = json.load(response).get("data") or []
+        wanted = {"job": JOB, **self._key(pipeline)}
+        with self._lock:
+            active = set(self._active)
+        stale = []
+        for group in groups:
+            labels = group.get("labels") or {}
+            run_id = labels.get(semconv.LABEL_RUN_ID)
+            others = {k: v for k, v in labels.items() if k != semconv.LABEL_RUN_ID}
+            if run_id and run_id not in active and others == wanted:
+                stale.append(run_id)
+        return stale
+
+    def sweep(self, pipeline: str) -> None:
+        """Delete the run groups a killed run left behind (see the module docstring)."""
+        for run_id in self.stale_runs(pipeline):
+            self.delete_run(pipeline, run_id)
 
     def push_active(self) -> None:
         """One round of pushes for every active run (the periodic tick)."""
         with self._lock:
             active = list(self._active.values())
-        for pipeline in {label for _, label in active}:
-            self._guarded("pushing to the Pushgateway", self.push_pipeline, pipeline)
+        for pipeline in self._with_home({label for _, label in active}):
+            self._guarded(_SITE, self.push_pipeline, pipeline)
         for run, label in active:
-            self._guarded("pushing to the Pushgateway", self.push_run, label, run.session_id)
+            self._guarded(_SITE, self.push_run, label, run.session_id)
+
+    def _with_home(self, pipelines: set[str]) -> list[str]:
+        """The pipelines to push, plus the home group while it holds unlabelled series."""
+        if self._home is not None and pipelines:
+            pipelines = pipelines | {self._home}
+        return sorted(pipelines)
 
     # --- RunListener -----------------------------------------------------------------------
     def run_started(self, run: RunTelemetry) -> None:
+        label = self._pipeline_label(run.pipeline_name)
         with self._lock:
-            self._active[run.session_id] = (run, self._pipeline_label(run.pipeline_name))
+            self._active[run.session_id] = (run, label)
+            first = label not in self._swept
+            self._swept.add(label)
+            if first:
+                self._tasks.put(("sweep", label, ""))
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name="ondine-otel-pushgateway", daemon=True
@@ -160,7 +218,7 @@ class PushgatewayPusher:
         with self._lock:
             entry = self._active.pop(run.session_id, None)
         label = entry[1] if entry is not None else self._pipeline_label(run.pipeline_name)
-        self._tasks.put((label, run.session_id))
+        self._tasks.put(("finished", label, run.session_id))
 
     def stage_finished(self, run: RunTelemetry, stage: str, status: str, seconds: float) -> None:
         pass
@@ -181,13 +239,20 @@ class PushgatewayPusher:
                 self.push_active()
                 next_tick = time.monotonic() + self._interval
                 continue
-            if task is None:  # close(): every final push queued before it is done
-                return
-            pipeline, run_id = task
-            self._guarded("pushing to the Pushgateway", self.push_pipeline, pipeline)
-            self._guarded(
-                "deleting a finished run from the Pushgateway", self.delete_run, pipeline, run_id
-            )
+            try:
+                if task is None:  # close(): every final push queued before it is done
+                    return
+                self._do(*task)
+            finally:
+                self._tasks.task_done()
+
+    def _do(self, kind: str, pipeline: str, run_id: str) -> None:
+        if kind == "sweep":
+            self._guarded(_SITE, self.sweep, pipeline)
+            return
+        for group in self._with_home({pipeline}):
+            self._guarded(_SITE, self.push_pipeline, group)
+        self._guarded(_SITE, self.delete_run, pipeline, run_id)
 
     def close(self, timeout: float | None = None) -> None:
         """Send the queued final pushes, then stop; waits at most `timeout` seconds."""
@@ -198,9 +263,27 @@ class PushgatewayPusher:
         self._tasks.put(None)
         thread.join(timeout=timeout)
 
+    def flush(self, timeout: float) -> bool:
+        """Wait until every queued push is done (at most `timeout` s); True if it was."""
+        deadline = time.monotonic() + timeout
+        with self._tasks.all_tasks_done:
+            while self._tasks.unfinished_tasks:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._thread is None:
+                    return False
+                self._tasks.all_tasks_done.wait(left)
+        return True
+
     @staticmethod
     def _guarded(site: str, push: Callable[..., None], *args: Any) -> None:
+        """Push, retry once after a short pause, and report a second failure (once per kind)."""
         try:
             push(*args)
-        except Exception as error:  # noqa: BLE001 - a dead gateway must not break the job
+            return
+        except Exception:  # noqa: BLE001 - a dead gateway must not break the job
+            pass
+        time.sleep(RETRY_DELAY_S)  # on the pusher's own thread: the job never waits on it
+        try:
+            push(*args)
+        except Exception as error:  # noqa: BLE001
             report(site, error)

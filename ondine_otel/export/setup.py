@@ -212,6 +212,8 @@ def _start(telemetry: Telemetry, config: TelemetryConfig) -> None:
             interval=config.push_interval,
             username=config.pushgateway_username,
             password=config.pushgateway_password,
+            grouping=config.pushgateway_grouping,
+            home_pipeline=config.pipeline_name,
         )
         listeners.append(telemetry.pusher)
 
