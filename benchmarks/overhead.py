@@ -1,518 +1,404 @@
-"""What instrumentation costs a pipeline: wall time and peak memory, bare vs instrumented.
+"""What telemetry costs an ondine job: ours against bare, ondine's own observer and the peers.
 
-Two scenarios. ``instant``: the LLM client answers at once, so ondine's own per-row work is all
-there is to slow down; the worst case for relative overhead. ``latency_5ms``: every call takes
-5 ms, still 20-100 times faster than real providers, so relative overhead is already small.
-Within a scenario, variants run interleaved in one process after a warm-up, so drift of the
-machine (turbo, caches, other load) hits all of them alike; medians resist the odd slow run.
-Memory is measured in separate runs because tracemalloc itself slows Python down several times.
-
-Run with ``python -m benchmarks.overhead`` (``make bench``); ``--help`` lists the knobs.
+``python -m benchmarks.overhead`` (``make bench``) runs every scenario and rewrites
+``benchmarks/RESULTS.md`` and ``benchmarks/results/latest.json``; ``--quick`` runs tiny sizes
+(the smoke test in ``make test``); ``--help`` lists the rest. Method and targets:
+benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
-import json
+import dataclasses
 import os
 import platform
-import statistics
 import sys
-import tempfile
-import threading
 import time
-import tracemalloc
-import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import Decimal
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from ondine.utils import configure_logging
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from benchmarks import isolation
 
-from ondine_otel.config import TelemetryConfig
-from ondine_otel.demo import OfflineLLMClient, build_demo_pipeline, load_reviews
-from ondine_otel.export.providers import PrometheusEndpoint, build_meter_provider
-from ondine_otel.instrumentor import OndineInstrumentor
-
-RESULTS_FILE = Path(__file__).parent / "results" / "latest.json"
-SCRAPE_INTERVAL_S = 0.5
-CONCURRENCY = 8
-
-
-@dataclass(frozen=True)
-class Targets:
-    """Upper bounds for a variant against bare (see benchmarks/README.md for the reasons)."""
-
-    time_ratio: float
-    memory_ratio: float
-    per_call_us: float | None = None  # (median variant - median bare) / rows, in µs
-
-    def met(
-        self, time_ratio: float | None, memory_ratio: float | None, per_call_us: float | None
-    ) -> bool | None:
-        if time_ratio is None or memory_ratio is None:
-            return None
-        within = time_ratio <= self.time_ratio and memory_ratio <= self.memory_ratio
-        if self.per_call_us is not None:
-            within = within and per_call_us is not None and per_call_us <= self.per_call_us
-        return within
-
-    def as_dict(self) -> dict[str, float]:
-        found = {"time_ratio": self.time_ratio, "memory_ratio": self.memory_ratio}
-        if self.per_call_us is not None:
-            found["per_call_us"] = self.per_call_us
-        return found
-
-    def describe(self) -> str:
-        parts = [f"time ratio <= {self.time_ratio}"]
-        if self.per_call_us is not None:
-            parts.append(f"<= {self.per_call_us:g} µs/call")
-        parts.append(f"memory ratio <= {self.memory_ratio}")
-        return ", ".join(parts)
+HERE = Path(__file__).resolve().parent
+PACKAGES = (
+    "ondine",
+    "ondine-otel",
+    "litellm",
+    "opentelemetry-sdk",
+    "opentelemetry-exporter-otlp-proto-http",
+    "prometheus-client",
+    "openinference-instrumentation-litellm",
+    "opentelemetry-instrumentation-litellm",
+)
 
 
 @dataclass(frozen=True)
-class Scenario:
-    name: str
-    description: str
-    rows: int
-    llm_latency_s: float
-    targets: Targets
-    llm_latency_jitter: float = 0.0
-    repeats: int = 5
-    memory_repeats: int = 3
+class Sizes:
+    """Rows and rounds; `--quick` swaps in tiny ones (same code paths)."""
+
+    instant_rows: int = 10_000
+    latency_rows: int = 4_000
+    litellm_rows: int = 600
+    memory_rows: int = 100_000
+    shutdown_rows: int = 2_000
+    coverage_rows: int = 150
     warmup: int = 1
+    rounds: int = 7
+    litellm_rounds: int = 6
+    memory_rounds: int = 1  # tracemalloc rounds of the in-process scenarios
+    rss_rounds: int = 3
+    shutdown_rounds: int = 3
+    shutdown_timeout: float | None = None  # None: shutdown()'s own default
+    # In the rounds, the OTLP-failure variants shut down with this timeout (the full default
+    # is measured in the shutdown scenario), and keep the default OTLP timeout unless set.
+    failure_shutdown_timeout: float = 2.0
+    failure_otlp_timeout_ms: int | None = None
+    scrape_runs: tuple[int, ...] = (1, 10, 100)
+    scrapes: int = 20
 
 
-SCENARIOS: tuple[Scenario, ...] = (
-    Scenario(
-        "instant",
-        "client answers at once: ondine's own per-row work only (worst case for overhead)",
-        rows=10_000,
-        llm_latency_s=0.0,
-        targets=Targets(time_ratio=1.50, memory_ratio=1.25, per_call_us=60.0),
-    ),
-    Scenario(
-        "latency_5ms",
-        "calls take 0.5-9.5 ms, 5 ms on average (still 20-100x faster than real providers; "
-        "spread like real calls, so concurrent calls do not run in lockstep)",
-        rows=4_000,
-        llm_latency_s=0.005,
-        llm_latency_jitter=0.9,
-        targets=Targets(time_ratio=1.05, memory_ratio=1.25),
-    ),
+QUICK = Sizes(
+    instant_rows=40,
+    latency_rows=16,
+    litellm_rows=6,
+    memory_rows=300,
+    shutdown_rows=20,
+    coverage_rows=6,
+    warmup=0,
+    rounds=1,
+    litellm_rounds=1,
+    memory_rounds=1,
+    rss_rounds=1,
+    shutdown_rounds=1,
+    shutdown_timeout=0.5,
+    failure_shutdown_timeout=0.3,
+    failure_otlp_timeout_ms=300,
+    scrape_runs=(1, 2, 4),
+    scrapes=3,
 )
-SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
-
-
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    description: str
-    instrumented: bool
-    llm_span_limit: int = 1000  # the instrumentor's default
-
-
-VARIANTS: tuple[Variant, ...] = (
-    Variant("bare", "no instrumentation", instrumented=False),
-    Variant(
-        "instrumented",
-        "traces (BatchSpanProcessor, dropping exporter, default llm_span_limit=1000) + metrics "
-        "(MeterProvider from ondine_otel.export.providers.build_meter_provider with the Prometheus "
-        f"reader, /metrics scraped over HTTP every {SCRAPE_INTERVAL_S} s)",
-        instrumented=True,
-    ),
-    Variant(
-        "instrumented_no_llm_spans",
-        "as instrumented, with llm_span_limit=0 (no per-call chat spans)",
-        instrumented=True,
-        llm_span_limit=0,
-    ),
-)
-
-
-class _DroppingSpanExporter(SpanExporter):
-    """Accepts and forgets spans: the SDK's full span path runs, without a backend's cost."""
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return True
-
-
-class _Scraper(threading.Thread):
-    """Scrapes /metrics like Prometheus would, so collection runs while the job does."""
-
-    def __init__(self, port: int, interval: float) -> None:
-        super().__init__(name="bench-scraper", daemon=True)
-        self.url = f"http://127.0.0.1:{port}/metrics"
-        self.interval = interval
-        self.scrapes = 0
-        self.failures = 0
-        self._done = threading.Event()  # not _stop: Thread has a private method of that name
-
-    def run(self) -> None:
-        while not self._done.wait(self.interval):
-            try:
-                with urllib.request.urlopen(self.url, timeout=5) as reply:
-                    reply.read()
-                self.scrapes += 1
-            except OSError:
-                self.failures += 1
-
-    def stop(self) -> None:
-        self._done.set()
-        self.join(timeout=10)
 
 
 @dataclass
-class Sample:
-    seconds: float
-    cost: Decimal
-    rows: int
-    scrapes: int = 0
-    scrape_failures: int = 0
-    peak_bytes: int | None = None
+class Context:
+    sizes: Sizes
+    sink: Any
+
+    def progress(self, line: str) -> None:
+        print(line, flush=True)
 
 
-@contextmanager
-def _instrumentation(variant: Variant) -> Iterator[_Scraper | None]:
-    """The variant's providers, endpoint, scraper and instrumentor, all torn down after."""
-    if not variant.instrumented:
-        yield None
-        return
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(BatchSpanProcessor(_DroppingSpanExporter()))
-    endpoint = PrometheusEndpoint()
-    # As ondine-otel's own set-up builds it (its views, exemplars off). Default settings, not
-    # the environment's: ONDINE_OTEL_* variables of the shell must not change the benchmark.
-    meter_provider = build_meter_provider(
-        TelemetryConfig.from_settings(environ={}), Resource.create({}), [endpoint.reader]
-    )
-    scraper = _Scraper(endpoint.serve("127.0.0.1", 0), SCRAPE_INTERVAL_S)
-    instrumentor = OndineInstrumentor()
-    instrumentor.instrument(
-        tracer_provider=tracer_provider,
-        meter_provider=meter_provider,
-        llm_span_limit=variant.llm_span_limit,
-    )
-    try:
-        yield scraper
-    finally:
-        scraper.stop()
-        instrumentor.uninstrument()
-        endpoint.close()
-        meter_provider.shutdown()
-        tracer_provider.shutdown()
+def run(names: Sequence[str], sizes: Sizes) -> dict[str, Any]:
+    """Every chosen scenario in this process (children for the RSS one); the results doc."""
+    from benchmarks.endpoints import OtlpSink
+    from benchmarks.variants import install_tracer_switch
 
-
-def run_once(
-    variant: Variant,
-    rows: int,
-    *,
-    llm_latency_s: float = 0.0,
-    llm_latency_jitter: float = 0.0,
-    trace_memory: bool = False,
-) -> Sample:
-    """One execute() of the demo pipeline over ``rows`` rows; only execute() is timed."""
-    df = load_reviews(rows)
-    with tempfile.TemporaryDirectory(prefix="ondine-otel-bench-") as checkpoint_dir:
-        pipeline = build_demo_pipeline(
-            df,
-            client=OfflineLLMClient(latency_s=llm_latency_s, latency_jitter=llm_latency_jitter),
-            concurrency=CONCURRENCY,
-            checkpoint_dir=checkpoint_dir,
-        )
-        with _instrumentation(variant) as scraper:
-            gc.collect()
-            if scraper is not None:
-                scraper.start()
-            if trace_memory:
-                tracemalloc.start()
-            started = time.perf_counter()
-            try:
-                result = pipeline.execute()
-                seconds = time.perf_counter() - started
-            finally:
-                peak = tracemalloc.get_traced_memory()[1] if trace_memory else None
-                if trace_memory:
-                    tracemalloc.stop()
-    return Sample(
-        seconds=seconds,
-        cost=Decimal(result.costs.total_cost),
-        rows=result.metrics.processed_rows,
-        scrapes=scraper.scrapes if scraper is not None else 0,
-        scrape_failures=scraper.failures if scraper is not None else 0,
-        peak_bytes=peak,
-    )
-
-
-def _rotated(variants: Sequence[Variant], shift: int) -> list[Variant]:
-    """Each round starts with a different variant, so none always runs first or last."""
-    shift %= len(variants)
-    return [*variants[shift:], *variants[:shift]]
-
-
-def measure(
-    scenario: Scenario,
-    *,
-    rows: int | None = None,
-    repeats: int | None = None,
-    memory_repeats: int | None = None,
-    warmup: int | None = None,
-    variants: Sequence[Variant] = VARIANTS,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Run one scenario's interleaved rounds; the scenario's entry of ``latest.json``.
-
-    ``rows``, ``repeats``, ``memory_repeats`` and ``warmup`` override the scenario's own.
-    """
-    rows = scenario.rows if rows is None else rows
-    repeats = scenario.repeats if repeats is None else repeats
-    memory_repeats = scenario.memory_repeats if memory_repeats is None else memory_repeats
-    warmup = scenario.warmup if warmup is None else warmup
-    timed: dict[str, list[Sample]] = {v.name: [] for v in variants}
-    traced: dict[str, list[Sample]] = {v.name: [] for v in variants}
-    # (label, where the sample goes (None: discarded), variant, under tracemalloc)
-    plan: list[tuple[str, dict[str, list[Sample]] | None, Variant, bool]] = [
-        (f"warm-up {i + 1}", None, v, False) for i in range(warmup) for v in variants
-    ]
-    plan += [
-        (f"round {i + 1}/{repeats}", timed, v, False)
-        for i in range(repeats)
-        for v in _rotated(variants, i)
-    ]
-    plan += [
-        (f"memory {i + 1}/{memory_repeats}", traced, v, True)
-        for i in range(memory_repeats)
-        for v in _rotated(variants, i)
-    ]
-    for label, into, variant, trace_memory in plan:
-        sample = run_once(
-            variant,
-            rows,
-            llm_latency_s=scenario.llm_latency_s,
-            llm_latency_jitter=scenario.llm_latency_jitter,
-            trace_memory=trace_memory,
-        )
-        if into is not None:
-            into[variant.name].append(sample)
-        if progress:
-            mib = f"  peak {sample.peak_bytes / 2**20:.1f} MiB" if sample.peak_bytes else ""
-            print(
-                f"  {scenario.name:<12} {label:<14} {variant.name:<26} "
-                f"{sample.seconds:7.3f} s{mib}",
-                flush=True,
-            )
-
-    costs = {s.cost for samples in (*timed.values(), *traced.values()) for s in samples}
-    if len(costs) > 1:  # instrumentation must never change what ondine computes
-        raise RuntimeError(f"{scenario.name}: runs disagree on the cost: {sorted(costs)}")
-    baseline = variants[0].name
-    base_time = statistics.median(s.seconds for s in timed[baseline]) if repeats else None
-    base_peak = _median_peak(traced[baseline])
-    results: dict[str, Any] = {}
-    for variant in variants:
-        times = [s.seconds for s in timed[variant.name]]
-        median = statistics.median(times) if times else None
-        peak = _median_peak(traced[variant.name])
-        time_ratio = median / base_time if median and base_time else None
-        memory_ratio = peak / base_peak if peak and base_peak else None
-        per_call_us = (
-            (median - base_time) / rows * 1e6
-            if median is not None and base_time is not None and rows
-            else None
-        )
-        results[variant.name] = {
-            "description": variant.description,
-            "wall_s": [round(t, 4) for t in times],
-            "median_s": _round(median, 4),
-            "rows_per_s": _round(rows / median if median else None, 0),
-            "time_ratio": _round(time_ratio, 3),
-            "per_call_overhead_us": _round(per_call_us, 1),
-            "peak_memory_bytes": [s.peak_bytes for s in traced[variant.name]],
-            "median_peak_memory_bytes": peak,
-            "memory_ratio": _round(memory_ratio, 3),
-            "scrapes_per_run": [s.scrapes for s in timed[variant.name]],
-            "scrape_failures": sum(s.scrape_failures for s in timed[variant.name]),
-            "within_targets": None
-            if variant.name == baseline
-            else scenario.targets.met(time_ratio, memory_ratio, per_call_us),
-        }
-    return {
-        "description": scenario.description,
-        "config": {
-            "rows": rows,
-            "concurrency": CONCURRENCY,
-            "llm_latency_s": scenario.llm_latency_s,
-            "llm_latency_jitter": scenario.llm_latency_jitter,
-            "warmup_rounds": warmup,
-            "timed_rounds": repeats,
-            "memory_rounds": memory_repeats,
-        },
-        "targets": scenario.targets.as_dict(),
-        "total_cost_usd": str(costs.pop()) if costs else None,
-        "variants": results,
-    }
-
-
-def run_benchmark(
-    scenarios: Sequence[Scenario] = SCENARIOS,
-    *,
-    rows: int | None = None,
-    repeats: int | None = None,
-    memory_repeats: int | None = None,
-    warmup: int | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Every scenario in turn; the results document (see ``latest.json``)."""
+    dropped = isolation.prepare_process()
+    install_tracer_switch()
+    sink = OtlpSink()
+    ctx = Context(sizes, sink)
     started = time.perf_counter()
-    results = {
-        s.name: measure(
-            s,
-            rows=rows,
-            repeats=repeats,
-            memory_repeats=memory_repeats,
-            warmup=warmup,
-            progress=progress,
-        )
-        for s in scenarios
-    }
+    scenarios: dict[str, Any] = {}
+    try:
+        for name in names:
+            print(f"== {name}", flush=True)
+            began = time.perf_counter()
+            scenarios[name] = _SCENARIOS[name](ctx)
+            scenarios[name]["duration_s"] = round(time.perf_counter() - began, 1)
+    finally:
+        sink.close()
     return {
         "benchmark": "benchmarks.overhead",
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - started, 1),
+        "quick": sizes == QUICK,
         "machine": {
             "python": platform.python_version(),
             "implementation": platform.python_implementation(),
             "platform": platform.platform(),
-            "machine": platform.machine(),
             "cpu_count": os.cpu_count(),
         },
-        "versions": {
-            name: version(name)
-            for name in ("ondine", "ondine-otel", "opentelemetry-sdk", "prometheus-client")
-        },
-        "config": {
-            "scrape_interval_s": SCRAPE_INTERVAL_S,
-            "timed": "Pipeline.execute() only (pipeline build and provider set-up excluded)",
-            "memory": "tracemalloc peak of Python allocations during execute(), own runs",
-            "per_call_overhead_us": "(median variant - median bare) / rows; one LLM call a row",
-        },
-        "scenarios": results,
+        "versions": {name: _version(name) for name in PACKAGES},
+        "environment_dropped": dropped,
+        "scenarios": scenarios,
     }
 
 
-def _median_peak(samples: Sequence[Sample]) -> int | None:
-    peaks = [s.peak_bytes for s in samples if s.peak_bytes is not None]
-    return int(statistics.median(peaks)) if peaks else None
+def _version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
-def _round(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
+def _failing(variant: Any, sizes: Sizes, shutdown_timeout: float | None) -> Any:
+    """An OTLP-failure variant with this run's shutdown and (quick mode) OTLP timeouts."""
+    settings = dict(variant.settings)
+    if sizes.failure_otlp_timeout_ms is not None:
+        settings["otlp_timeout"] = sizes.failure_otlp_timeout_ms
+    return dataclasses.replace(variant, settings=settings, shutdown_timeout=shutdown_timeout)
 
 
-def format_table(doc: dict[str, Any]) -> str:
-    """The results as a fixed-width text table (also pasted into the READMEs)."""
-    header = (
-        f"{'scenario':<12} {'variant':<26} {'median s':>8} {'rows/s':>7} {'time ratio':>10} "
-        f"{'µs/call':>7} {'peak MiB':>8} {'mem ratio':>9}  within targets"
+def _rounds_scenario(
+    ctx: Context,
+    label: str,
+    workload: Any,
+    chosen: Sequence[Any],
+    targets: dict[str, Any],
+    *,
+    rounds: int,
+    note: str,
+) -> dict[str, Any]:
+    from benchmarks import runner, stats
+
+    s = ctx.sizes
+    found = runner.interleaved(
+        chosen,
+        workload,
+        ctx.sink,
+        warmup=s.warmup,
+        rounds=rounds,
+        memory_rounds=s.memory_rounds,
+        label=label,
+        progress=ctx.progress,
     )
-    lines = [header, "-" * len(header)]
-    for scenario, s in doc["scenarios"].items():
-        baseline = next(iter(s["variants"]), None)
-        for name, r in s["variants"].items():
-            peak = r["median_peak_memory_bytes"]
-            ok = r["within_targets"]
-            per_call = None if name == baseline else r["per_call_overhead_us"]
-            lines.append(
-                f"{scenario:<12} {name:<26} {_cell(r['median_s'], '.3f'):>8} "
-                f"{_cell(r['rows_per_s'], ',.0f'):>7} {_cell(r['time_ratio'], '.3f'):>10} "
-                f"{_cell(per_call, '+.1f'):>7} "
-                f"{_cell(peak / 2**20 if peak else None, '.1f'):>8} "
-                f"{_cell(r['memory_ratio'], '.3f'):>9}  "
-                f"{'-' if ok is None else 'yes' if ok else 'NO'}"
-            )
-    return "\n".join(lines)
+    summaries = stats.summarize(
+        found.timed, found.traced, workload.rows, {v.name: v.description for v in chosen}
+    )
+    for name, target in targets.items():
+        summaries[name]["target"] = target.describe()
+        summaries[name]["within_target"] = target.met(name, summaries)
+    return {
+        "kind": "rounds",
+        "workload": workload.describe(),
+        "note": note,
+        "config": {
+            "rows": workload.rows,
+            "latency_s": workload.latency_s,
+            "latency_jitter": workload.latency_jitter,
+            "client": workload.client,
+            "warmup_rounds": s.warmup,
+            "timed_rounds": rounds,
+            "tracemalloc_rounds": s.memory_rounds,
+        },
+        "round_orders": found.orders,
+        "noise": stats.noise(summaries),
+        "variants": summaries,
+    }
 
 
-def _cell(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+def _instant(ctx: Context) -> dict[str, Any]:
+    from benchmarks import variants as v
+    from benchmarks.targets import Target
+    from benchmarks.workload import Workload
+
+    return _rounds_scenario(
+        ctx,
+        "instant_10k",
+        Workload("offline", ctx.sizes.instant_rows),
+        (
+            v.BARE,
+            v.BARE_2,
+            v.OURS,
+            v.OURS_NO_CHAT,
+            _failing(v.OURS_REFUSED, ctx.sizes, ctx.sizes.failure_shutdown_timeout),
+            _failing(v.OURS_HANGING, ctx.sizes, ctx.sizes.failure_shutdown_timeout),
+            v.ONDINE_BUILTIN,
+        ),
+        {
+            "ours": Target(1.03, ("ondine_builtin",)),
+            "ours_no_chat_spans": Target(1.03),
+            "ours_otlp_refused": Target(1.05),
+            "ours_otlp_hanging": Target(1.05),
+        },
+        rounds=ctx.sizes.rounds,
+        note="the worst case for relative cost: ondine's own per-row work is all there is",
+    )
+
+
+def _latency(ctx: Context) -> dict[str, Any]:
+    from benchmarks import variants as v
+    from benchmarks.targets import Target
+    from benchmarks.workload import Workload
+
+    return _rounds_scenario(
+        ctx,
+        "latency_4k",
+        Workload("offline", ctx.sizes.latency_rows, latency_s=0.005, latency_jitter=0.9),
+        (v.BARE, v.BARE_2, v.OURS, v.OURS_NO_CHAT, v.ONDINE_BUILTIN),
+        {"ours": Target(1.01, ("ondine_builtin",)), "ours_no_chat_spans": Target(1.01)},
+        rounds=ctx.sizes.rounds,
+        note="calls that wait (5 ms on average, still far faster than real providers)",
+    )
+
+
+def _litellm(ctx: Context) -> dict[str, Any]:
+    from benchmarks import variants as v
+    from benchmarks.targets import Target
+    from benchmarks.workload import Workload
+
+    return _rounds_scenario(
+        ctx,
+        "litellm",
+        Workload("litellm", ctx.sizes.litellm_rows),
+        (v.BARE, v.BARE_2, v.OURS, v.ONDINE_BUILTIN, v.OPENINFERENCE, v.OPENLLMETRY),
+        {"ours": Target(None, ("ondine_builtin", "openinference", "openllmetry"))},
+        rounds=ctx.sizes.litellm_rounds,
+        note="the real LiteLLM client offline (mock_response); the peers are applied before "
+        "and removed after each of their runs, litellm checked to hold its own functions again",
+    )
+
+
+def _memory(ctx: Context) -> dict[str, Any]:
+    from benchmarks import memory, stats
+    from benchmarks import variants as v
+    from benchmarks.runner import Sample
+    from benchmarks.targets import RSS_OVER_BARE_MB
+
+    rows = ctx.sizes.memory_rows
+    chosen = (v.BARE, v.OURS)
+    raw, orders = memory.measure_children(
+        chosen, rows, rounds=ctx.sizes.rss_rounds, label="memory_100k", progress=ctx.progress
+    )
+    timed = {name: [Sample(**doc) for doc in docs] for name, docs in raw.items()}
+    summaries = stats.summarize(timed, {}, rows, {x.name: x.description for x in chosen})
+    over = summaries["ours"]["rss_over_bare_bytes"]
+    summaries["ours"]["target"] = f"peak RSS ≤ bare + {RSS_OVER_BARE_MB:g} MB"
+    summaries["ours"]["within_target"] = None if over is None else over <= RSS_OVER_BARE_MB * 1e6
+    return {
+        "kind": "rss",
+        "workload": f"{rows:,} rows, offline client answering at once, one fresh process a run",
+        "note": "RSS delta = the highest RSS during execute() (10 ms sampler) minus RSS "
+        "right before it",
+        "config": {"rows": rows, "rounds": ctx.sizes.rss_rounds},
+        "round_orders": orders,
+        "variants": summaries,
+    }
+
+
+def _shutdown(ctx: Context) -> dict[str, Any]:
+    from benchmarks import shutdown
+    from benchmarks.workload import Workload
+
+    chosen = [
+        _failing(x, ctx.sizes, x.shutdown_timeout) if x.otlp != "sink" else x
+        for x in shutdown.variants(ctx.sizes.shutdown_timeout)
+    ]
+    found = shutdown.measure(
+        chosen,
+        Workload("offline", ctx.sizes.shutdown_rows),
+        ctx.sink,
+        rounds=ctx.sizes.shutdown_rounds,
+        progress=ctx.progress,
+    )
+    out: dict[str, Any] = {}
+    for variant in chosen:
+        runs = found[variant.name]
+        times = sorted(s.teardown_s for s in runs)
+        out[variant.name] = {
+            "description": variant.description,
+            "shutdown_s": [round(t, 3) for t in times],
+            "median_s": round(times[len(times) // 2], 3),
+            "max_s": round(times[-1], 3),
+            "timeout_s": runs[0].shutdown_timeout,
+            "threads_alive_after_s": round(max(s.linger_s for s in runs), 3),
+            "threads_alive_at_deadline": max(s.lingering_threads for s in runs),
+            "within_timeout": all(shutdown.within(s) for s in runs),
+            "cost_usd": runs[0].cost,
+        }
+    return {
+        "kind": "shutdown",
+        "workload": f"{ctx.sizes.shutdown_rows:,} rows, offline client answering at once, "
+        "then shutdown() timed",
+        "note": f"within: shutdown() returned within its timeout (+{shutdown.SLACK:.0%})",
+        "variants": out,
+    }
+
+
+def _scrape(ctx: Context) -> dict[str, Any]:
+    from benchmarks import scrape
+    from benchmarks.targets import SCRAPE_100_RUNS_MS
+
+    found = scrape.measure(
+        ctx.sizes.scrape_runs, ctx.sink, scrapes=ctx.sizes.scrapes, progress=ctx.progress
+    )
+    for n, entry in found.items():
+        entry["within_target"] = (
+            entry["median_ms"] <= SCRAPE_100_RUNS_MS if int(n) == scrape.TARGET_RUNS else None
+        )
+    return {
+        "kind": "scrape",
+        "workload": "N one-row runs held active inside their LLM call; one full GET of "
+        "/metrics, timed, repeated",
+        "target": f"median ≤ {SCRAPE_100_RUNS_MS:g} ms with {scrape.TARGET_RUNS} active runs",
+        "active_runs": found,
+    }
+
+
+def _coverage(ctx: Context) -> dict[str, Any]:
+    from benchmarks import coverage
+    from benchmarks import variants as v
+    from benchmarks.workload import Workload
+
+    workload = Workload("litellm", ctx.sizes.coverage_rows)
+    chosen = (v.OURS, v.OURS_NO_CHAT, v.ONDINE_BUILTIN, v.OPENINFERENCE, v.OPENLLMETRY)
+    found = coverage.exported(chosen, workload, ctx.sink)
+    for name, entry in found.items():
+        ctx.progress(
+            f"  {'coverage':<16} {name:<20} {entry['spans']:>5} spans, "
+            f"{len(entry['metrics'])} metrics, cost metric: {entry['cost_metric']}"
+        )
+    return {"kind": "coverage", "workload": workload.describe(), "variants": found}
+
+
+_SCENARIOS = {
+    "instant_10k": _instant,
+    "latency_4k": _latency,
+    "litellm": _litellm,
+    "memory_100k": _memory,
+    "shutdown": _shutdown,
+    "scrape": _scrape,
+    "coverage": _coverage,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.overhead", description=__doc__)
     parser.add_argument(
         "--scenario",
-        choices=(*SCENARIO_NAMES, "all"),
-        default="all",
-        help="which scenario to run (default: all)",
+        action="append",
+        choices=(*_SCENARIOS, "all"),
+        help="run only this scenario (repeatable; default: all)",
     )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one round (smoke)")
     parser.add_argument(
-        "--rows", type=int, help="rows per run, for every scenario run (default: the scenario's)"
+        "--output-dir",
+        type=Path,
+        default=HERE,
+        help="where RESULTS.md and results/latest.json go (default: benchmarks/)",
     )
-    parser.add_argument("--repeats", type=int, help="timed rounds (default: the scenario's)")
-    parser.add_argument(
-        "--memory-repeats", type=int, help="tracemalloc rounds (default: the scenario's)"
-    )
-    parser.add_argument("--warmup", type=int, help="untimed rounds (default: the scenario's)")
-    parser.add_argument("--output", type=Path, default=RESULTS_FILE, help="results JSON")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
-    scenarios = [s for s in SCENARIOS if args.scenario in ("all", s.name)]
-
-    # ondine logs every row-level hiccup; the benchmark wants its stdout for the table.
-    configure_logging(level="ERROR")
-    for s in scenarios:
-        print(
-            f"ondine-otel overhead, {s.name}: {args.rows or s.rows:,} rows, "
-            f"LLM latency {s.llm_latency_s * 1000:g} ms, concurrency {CONCURRENCY}, "
-            f"{s.repeats if args.repeats is None else args.repeats} timed + "
-            f"{s.memory_repeats if args.memory_repeats is None else args.memory_repeats} "
-            "memory rounds per variant",
-            flush=True,
-        )
-    doc = run_benchmark(
-        scenarios,
-        rows=args.rows,
-        repeats=args.repeats,
-        memory_repeats=args.memory_repeats,
-        warmup=args.warmup,
+    names = (
+        list(_SCENARIOS)
+        if not args.scenario or "all" in args.scenario
+        else [n for n in _SCENARIOS if n in args.scenario]
     )
+    sizes = QUICK if args.quick else Sizes()
+    doc = run(names, sizes)
+
+    from benchmarks import report
+
+    text = report.render(doc)
     print()
-    print(format_table(doc))
-    for s in scenarios:
-        print(f"targets, {s.name}: {s.targets.describe()}")
-    print(
-        f"python {doc['machine']['python']}, {doc['machine']['cpu_count']} CPUs, "
-        f"{doc['duration_s']:.0f} s"
-    )
+    print(text)
     if not args.no_write:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {_display(args.output)}")
+        for path in report.write(doc, text, args.output_dir):
+            print(f"wrote {path}")
     return 0
-
-
-def _display(path: Path) -> str:
-    """The path relative to the working directory when it is inside it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 if __name__ == "__main__":

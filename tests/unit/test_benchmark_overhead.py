@@ -1,61 +1,162 @@
-"""`benchmarks.overhead` still runs end to end (tiny sizes; no timing is asserted)."""
+"""`make bench` still runs end to end: every variant and scenario, tiny sizes, no ratios asserted.
+
+The benchmark runs in a fresh interpreter, as `make bench` does: it installs a global tracer
+provider and peers that patch litellm, which must not leak into the other tests.
+"""
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
+import itertools
 import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from benchmarks import overhead
+from benchmarks import overhead, runner, variants
+from benchmarks.endpoints import HangingEndpoint, OtlpSink, refused_endpoint, scrape
 
-_TINY = ["--rows", "20", "--repeats", "1", "--memory-repeats", "1", "--warmup", "0"]
-
-
-def test_writes_a_complete_results_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    output = tmp_path / "results" / "latest.json"
-    assert overhead.main([*_TINY, "--output", str(output)]) == 0
-
-    doc = json.loads(output.read_text())
-    assert doc["machine"]["cpu_count"] == os.cpu_count()
-    assert list(doc["scenarios"]) == ["instant", "latency_5ms"]
-    instant, latency = doc["scenarios"]["instant"], doc["scenarios"]["latency_5ms"]
-    assert instant["targets"] == {"time_ratio": 1.50, "memory_ratio": 1.25, "per_call_us": 60.0}
-    assert latency["targets"] == {"time_ratio": 1.05, "memory_ratio": 1.25}
-    assert instant["config"]["llm_latency_s"] == 0
-    assert latency["config"]["llm_latency_s"] == 0.005
-    for name, scenario in doc["scenarios"].items():
-        assert scenario["config"]["rows"] == 20, name
-        assert scenario["total_cost_usd"] is not None  # every run agreed on ondine's cost
-        assert list(scenario["variants"]) == [v.name for v in overhead.VARIANTS]
-        for variant, result in scenario["variants"].items():
-            assert len(result["wall_s"]) == 1, (name, variant)
-            assert result["median_s"] > 0 and result["rows_per_s"] > 0
-            assert result["median_peak_memory_bytes"] > 0
-            assert result["time_ratio"] is not None and result["memory_ratio"] is not None
-            assert result["per_call_overhead_us"] is not None
-        assert scenario["variants"]["bare"]["time_ratio"] == 1.0
-        assert scenario["variants"]["bare"]["within_targets"] is None
-        assert scenario["variants"]["instrumented"]["within_targets"] in (True, False)
-        assert scenario["variants"]["instrumented"]["scrape_failures"] == 0
-    out = capsys.readouterr().out
-    assert "instrumented_no_llm_spans" in out and "latency_5ms" in out and "wrote " in out
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_runs_a_single_scenario(tmp_path: Path) -> None:
-    output = tmp_path / "latest.json"
-    assert overhead.main([*_TINY, "--scenario", "latency_5ms", "--output", str(output)]) == 0
-    assert list(json.loads(output.read_text())["scenarios"]) == ["latency_5ms"]
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str, str]:
+    out = tmp_path_factory.mktemp("bench")
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "OTEL_TRACES_SAMPLER": "off"}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.overhead", "--quick", "--output-dir", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    doc = json.loads((out / "results" / "latest.json").read_text())
+    return doc, (out / "RESULTS.md").read_text(), done.stdout
 
 
-def test_per_call_target_counts_only_where_set() -> None:
-    instant = overhead.Targets(time_ratio=1.5, memory_ratio=1.25, per_call_us=60.0)
-    assert instant.met(1.4, 1.0, 59.0) is True
-    assert instant.met(1.4, 1.0, 61.0) is False
-    assert instant.met(1.6, 1.0, 10.0) is False
-    assert overhead.Targets(time_ratio=1.05, memory_ratio=1.25).met(1.04, 1.3, None) is False
-    assert overhead.Targets(time_ratio=1.05, memory_ratio=1.25).met(1.04, 1.2, None) is True
+def test_every_scenario_and_variant_ran(quick_run: tuple[dict[str, Any], str, str]) -> None:
+    doc, _, _ = quick_run
+    assert doc["quick"] is True
+    # A shell's OTEL_* settings must not reach the measured set-ups.
+    assert "OTEL_TRACES_SAMPLER" in doc["environment_dropped"]
+    scenarios = doc["scenarios"]
+    assert list(scenarios) == list(overhead._SCENARIOS)
+    expected = {
+        "instant_10k": {
+            "bare",
+            "bare_2",
+            "ours",
+            "ours_no_chat_spans",
+            "ours_otlp_refused",
+            "ours_otlp_hanging",
+            "ondine_builtin",
+        },
+        "latency_4k": {"bare", "bare_2", "ours", "ours_no_chat_spans", "ondine_builtin"},
+        "litellm": {"bare", "bare_2", "ours", "ondine_builtin", "openinference", "openllmetry"},
+    }
+    for name, names in expected.items():
+        found = scenarios[name]["variants"]
+        assert set(found) == names, name
+        # The same cost from every run: telemetry never changes what ondine computes.
+        assert len({r["cost_usd"] for r in found.values()}) == 1, name
+        for variant, r in found.items():
+            assert r["runs"] == 1 and r["median_s"] > 0, (name, variant)
+            assert r["peak_tracemalloc_bytes"] > 0, (name, variant)
+            assert r["time_ratio"] is not None, (name, variant)
+        assert found["bare"]["time_ratio"] == 1.0
+        assert scenarios[name]["noise"]["time_ratio"] == found["bare_2"]["time_ratio"]
+        assert found["ours"]["within_target"] in (True, False)
+        assert found["ours"]["scrape_failures"] == 0
+    instant = scenarios["instant_10k"]["variants"]
+    assert instant["ours_otlp_hanging"]["hanging_connections"][0] >= 1
+    peers = scenarios["litellm"]["variants"]
+    assert peers["openinference"]["uninstrumented_cleanly"] is True
+    assert peers["openllmetry"]["uninstrumented_cleanly"] is True
+
+
+def test_exports_reach_the_sink(quick_run: tuple[dict[str, Any], str, str]) -> None:
+    doc, _, _ = quick_run
+    instant = doc["scenarios"]["instant_10k"]["variants"]
+    for variant in ("ours", "ours_no_chat_spans", "ondine_builtin"):
+        assert instant[variant]["exported_per_run"][0]["traces"][0] >= 1, variant
+    assert instant["ours"]["exported_per_run"][0]["metrics"][0] >= 1
+    assert instant["bare"]["exported_per_run"][0] == {"traces": [0, 0], "metrics": [0, 0]}
+    assert instant["ours_otlp_refused"]["exported_per_run"][0]["traces"] == [0, 0]
+
+    coverage = doc["scenarios"]["coverage"]["variants"]
+    rows = coverage["ours"]["rows"]
+    # One chat span per call within the first-N policy, none with chat spans off.
+    assert coverage["ours"]["spans"] >= coverage["ours_no_chat_spans"]["spans"] + rows
+    assert coverage["ours"]["cost_metric"] is True
+    for peer in ("openinference", "openllmetry"):
+        assert coverage[peer]["spans"] >= rows, peer
+        assert coverage[peer]["cost_metric"] is False, peer
+    assert coverage["openllmetry"]["metrics"]
+    assert coverage["openinference"]["metrics"] == []
+
+
+def test_memory_shutdown_and_scrape(quick_run: tuple[dict[str, Any], str, str]) -> None:
+    doc, _, _ = quick_run
+    memory = doc["scenarios"]["memory_100k"]["variants"]
+    for variant in ("bare", "ours"):
+        assert memory[variant]["rss_delta_bytes"] is not None, variant
+    assert memory["ours"]["within_target"] in (True, False)
+
+    down = doc["scenarios"]["shutdown"]["variants"]
+    assert set(down) == {"ours_shutdown", "ours_otlp_hanging_shutdown"}
+    assert all(r["timeout_s"] == 0.5 for r in down.values())
+    assert all(r["within_timeout"] in (True, False) for r in down.values())
+
+    active = doc["scenarios"]["scrape"]["active_runs"]
+    assert list(active) == [str(n) for n in overhead.QUICK.scrape_runs]
+    for n, r in active.items():
+        assert r["run_ids_on_page"] == int(n) and r["median_ms"] > 0
+
+
+def test_results_md_has_a_table_per_scenario(quick_run: tuple[dict[str, Any], str, str]) -> None:
+    doc, text, stdout = quick_run
+    assert "quick mode" in text
+    for name in doc["scenarios"]:
+        assert f"## {name}" in text, name
+    assert "| ours_otlp_hanging |" in text and "| openllmetry |" in text
+    assert "Noise: bare_2 / bare" in text
+    assert "wrote " in stdout
+
+
+def test_round_orders_differ_and_repeat() -> None:
+    chosen = [variants.BARE, variants.BARE_2, variants.OURS]
+    orders = runner.round_orders(chosen, 6, "x")
+    assert all(sorted(v.name for v in o) == ["bare", "bare_2", "ours"] for o in orders)
+    assert all(a != b for a, b in itertools.pairwise(orders))
+    assert orders == runner.round_orders(chosen, 6, "x")
+
+
+def test_failure_endpoints_behave_as_named() -> None:
+    with pytest.raises(urllib.error.URLError):
+        scrape(refused_endpoint())
+    hanging = HangingEndpoint()
+    port = int(hanging.endpoint.rsplit(":", 1)[1])
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as conn, pytest.raises(TimeoutError):
+            conn.settimeout(0.2)
+            conn.sendall(b"POST /v1/traces HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+            conn.recv(1)
+    finally:
+        hanging.close()
+    sink = OtlpSink()
+    try:
+        request = urllib.request.Request(f"{sink.endpoint}/v1/traces", data=b"abc", method="POST")
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            assert reply.status == 200
+        assert sink.totals()["traces"] == (1, 3)
+    finally:
+        sink.close()

@@ -1,0 +1,211 @@
+"""The results document as RESULTS.md (a table per scenario) and results/latest.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.targets import RSS_OVER_BARE_MB, SCRAPE_100_RUNS_MS
+
+
+def write(doc: dict[str, Any], text: str, output_dir: Path) -> list[Path]:
+    """RESULTS.md and results/latest.json under ``output_dir``; the paths written."""
+    results = output_dir / "results" / "latest.json"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    markdown = output_dir / "RESULTS.md"
+    markdown.write_text(text, encoding="utf-8")
+    return [markdown, results]
+
+
+def _cell(value: Any, spec: str = "") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _yes(value: bool | None) -> str:
+    return "–" if value is None else "yes" if value else "**NO**"
+
+
+def _mb(value: int | None, spec: str = ".1f") -> str:
+    return "–" if value is None else format(value / 1e6, spec)
+
+
+def render(doc: dict[str, Any]) -> str:
+    m, v = doc["machine"], doc["versions"]
+    lines = [
+        "# Benchmark results",
+        "",
+        "Written by `make bench` (`python -m benchmarks.overhead`); method and targets in "
+        "[README.md](README.md). Do not edit by hand.",
+        "",
+        f"- {doc['timestamp']}, {doc['duration_s']:.0f} s in all"
+        + (" — **quick mode: tiny sizes, not a measurement**" if doc["quick"] else ""),
+        f"- CPython {m['python']} ({m['implementation']}), {m['platform']}, {m['cpu_count']} CPUs",
+        "- " + ", ".join(f"{name} {ver}" for name, ver in v.items() if ver),
+        "",
+    ]
+    summary = _headline(doc["scenarios"])
+    if summary:
+        lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|", *summary, ""]
+    for name, scenario in doc["scenarios"].items():
+        lines += [f"## {name}", "", f"{scenario['workload']}."]
+        if scenario.get("note"):
+            lines += ["", scenario["note"][0].upper() + scenario["note"][1:] + "."]
+        lines.append("")
+        lines += _RENDERERS[scenario["kind"]](scenario)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _rounds(s: dict[str, Any]) -> list[str]:
+    c = s["config"]
+    out = [
+        f"{c['warmup_rounds']} warm-up, {c['timed_rounds']} timed rounds (each in its own "
+        f"order), {c['tracemalloc_rounds']} tracemalloc round(s).",
+        "",
+        "| variant | median s | min–max s | rows/s | time ratio | per round (min–max) "
+        "| µs/call | peak MB (tracemalloc) | shutdown s | target | within |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for name, r in s["variants"].items():
+        rr = r["round_ratios"]
+        per_round = f"{min(rr):.3f}–{max(rr):.3f}" if rr else "–"
+        out.append(
+            f"| {name} | {_cell(r['median_s'], '.3f')} | {_cell(r['min_s'], '.3f')}–"
+            f"{_cell(r['max_s'], '.3f')} | {_cell(r['rows_per_s'], ',.0f')} | "
+            f"{_cell(r['time_ratio'], '.3f')} | {per_round} | "
+            f"{_cell(r['per_call_us'] if name != 'bare' else None, '+.1f')} | "
+            f"{_mb(r['peak_tracemalloc_bytes'])} | {_cell(r['teardown_s_median'], '.3f')} | "
+            f"{r.get('target', '–')} | {_yes(r.get('within_target'))} |"
+        )
+    n = s.get("noise")
+    if n:
+        out += [
+            "",
+            f"Noise: bare_2 / bare = {n['time_ratio']:.3f} (medians); per round "
+            f"{_cell(n['round_ratio_min'], '.3f')}–{_cell(n['round_ratio_max'], '.3f')}.",
+        ]
+    return out
+
+
+def _rss(s: dict[str, Any]) -> list[str]:
+    out = [
+        "| variant | median s | min–max s | rows/s | time ratio | µs/call | RSS Δ MB "
+        "| over bare MB | target | within |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for name, r in s["variants"].items():
+        out.append(
+            f"| {name} | {_cell(r['median_s'], '.3f')} | {_cell(r['min_s'], '.3f')}–"
+            f"{_cell(r['max_s'], '.3f')} | {_cell(r['rows_per_s'], ',.0f')} | "
+            f"{_cell(r['time_ratio'], '.3f')} | "
+            f"{_cell(r['per_call_us'] if name != 'bare' else None, '+.1f')} | "
+            f"{_mb(r['rss_delta_bytes'])} | "
+            f"{_mb(r['rss_over_bare_bytes'] if name != 'bare' else None, '+.1f')} | "
+            f"{r.get('target', '–')} | {_yes(r.get('within_target'))} |"
+        )
+    return out
+
+
+def _shutdown(s: dict[str, Any]) -> list[str]:
+    out = [
+        "| variant | shutdown() s (median) | max s | timeout s | within timeout "
+        "| its threads still running after shutdown() returned, s |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for name, r in s["variants"].items():
+        out.append(
+            f"| {name} | {r['median_s']:.3f} | {r['max_s']:.3f} | {r['timeout_s']:g} | "
+            f"{_yes(r['within_timeout'])} | {r['threads_alive_after_s']:.2f}"
+            f"{' (some past the deadline)' if r['threads_alive_at_deadline'] else ''} |"
+        )
+    return out
+
+
+def _scrape(s: dict[str, Any]) -> list[str]:
+    out = [
+        f"Target: {s['target']}.",
+        "",
+        "| active runs | median ms | min–max ms | scrapes | series | page bytes "
+        "| runs on page | within |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for n, r in s["active_runs"].items():
+        out.append(
+            f"| {n} | {r['median_ms']:.2f} | {r['min_ms']:.2f}–{r['max_ms']:.2f} | "
+            f"{r['scrapes']} | {r['series']} | {r['page_bytes']:,} | {r['run_ids_on_page']} | "
+            f"{_yes(r['within_target'])} |"
+        )
+    return out
+
+
+def _coverage(s: dict[str, Any]) -> list[str]:
+    out = [
+        "What each variant exported to the OTLP sink for one run (untimed).",
+        "",
+        "| variant | spans | spans by name | metrics | cost metric |",
+        "|---|---:|---|---:|---|",
+    ]
+    for name, r in s["variants"].items():
+        by_name = ", ".join(f"{k} ×{n}" for k, n in r["spans_by_name"].items()) or "–"
+        out.append(
+            f"| {name} | {r['spans']} | {by_name} | {len(r['metrics'])} | "
+            f"{'yes' if r['cost_metric'] else 'no'} |"
+        )
+    return out
+
+
+_RENDERERS = {
+    "rounds": _rounds,
+    "rss": _rss,
+    "shutdown": _shutdown,
+    "scrape": _scrape,
+    "coverage": _coverage,
+}
+
+
+def _headline(scenarios: dict[str, Any]) -> list[str]:
+    """One line per issue target that this run measured."""
+    rows: list[str] = []
+
+    def add(target: str, measured: str, met: bool | None) -> None:
+        rows.append(f"| {target} | {measured} | {_yes(met)} |")
+
+    for name in ("instant_10k", "latency_4k", "litellm"):
+        s = scenarios.get(name)
+        if not s:
+            continue
+        for variant, r in s["variants"].items():
+            if "target" in r:
+                add(
+                    f"{name}: {variant} {r['target']}",
+                    f"{_cell(r['time_ratio'], '.3f')}× ({_cell(r['per_call_us'], '+.1f')} µs/call)",
+                    r["within_target"],
+                )
+    mem = scenarios.get("memory_100k")
+    if mem:
+        r = mem["variants"]["ours"]
+        add(
+            f"memory_100k: ours peak RSS ≤ bare + {RSS_OVER_BARE_MB:g} MB",
+            f"{_mb(r['rss_over_bare_bytes'], '+.1f')} MB",
+            r["within_target"],
+        )
+    down = scenarios.get("shutdown")
+    if down:
+        for variant, r in down["variants"].items():
+            add(
+                f"shutdown: {variant} within {r['timeout_s']:g} s",
+                f"{r['max_s']:.3f} s (max)",
+                r["within_timeout"],
+            )
+    sc = scenarios.get("scrape")
+    if sc:
+        for n, r in sc["active_runs"].items():
+            if r["within_target"] is not None:
+                add(
+                    f"scrape: {n} active runs ≤ {SCRAPE_100_RUNS_MS:g} ms",
+                    f"{r['median_ms']:.2f} ms (median)",
+                    r["within_target"],
+                )
+    return rows

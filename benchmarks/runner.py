@@ -1,0 +1,180 @@
+"""One timed run, and interleaved rounds of them.
+
+Only ``Pipeline.execute()`` is timed; building the pipeline and setting a variant up or down
+are not (tear-down is timed on its own). A full collection runs before every timed run and
+the harness keeps nothing of a run but a few numbers, so no run pays for another's garbage.
+Rounds are short and each runs every variant once in its own shuffled order (seeded, so a
+rerun repeats it): the machine's fast/slow phases then fall on all variants alike.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import tempfile
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from benchmarks.endpoints import OtlpSink
+from benchmarks.rss import PeakSampler, rss_bytes
+from benchmarks.variants import Variant, session
+from benchmarks.workload import Workload, build_pipeline
+
+SEED = 20261201
+LINGER_DEADLINE_S = 15.0
+
+
+@dataclass
+class Sample:
+    """What one run leaves behind: numbers only."""
+
+    variant: str
+    seconds: float
+    cost: str
+    rows: int
+    peak_bytes: int | None = None
+    teardown_s: float = 0.0
+    shutdown_timeout: float | None = None
+    scrapes: int = 0
+    scrape_failures: int = 0
+    exported: dict[str, list[int]] = field(default_factory=dict)  # signal: [requests, bytes]
+    hanging_connections: int | None = None
+    uninstrumented_cleanly: bool | None = None
+    rss_before: int | None = None  # resident bytes right before execute() (sample_rss)
+    rss_peak: int | None = None  # the highest resident bytes seen during it
+    linger_s: float = 0.0  # after tear-down, until the threads the variant started ended
+    lingering_threads: int = 0  # still alive at the deadline
+
+
+def run_once(
+    variant: Variant,
+    workload: Workload,
+    sink: OtlpSink,
+    *,
+    trace_memory: bool = False,
+    sample_rss: bool = False,
+) -> Sample:
+    """One execute() of the workload under the variant.
+
+    After the tear-down, waits (untimed) for the threads the variant started to end, so an
+    exporter still retrying a dead collector does not run during the next variant's run.
+    """
+    threads_before = set(threading.enumerate())
+    with tempfile.TemporaryDirectory(prefix="ondine-otel-bench-") as checkpoint_dir:
+        before = sink.totals()
+        with session(variant, sink) as active:
+            pipeline = build_pipeline(workload, checkpoint_dir, steps=active.steps)
+            gc.collect()
+            active.start()
+            sampler = PeakSampler() if sample_rss else None
+            rss_before = rss_bytes() if sample_rss else None
+            if sampler is not None:
+                sampler.start()
+            if trace_memory:
+                tracemalloc.start()
+            started = time.perf_counter()
+            try:
+                result = pipeline.execute()
+                seconds = time.perf_counter() - started
+            finally:
+                peak = tracemalloc.get_traced_memory()[1] if trace_memory else None
+                if trace_memory:
+                    tracemalloc.stop()
+                rss_peak = sampler.stop() if sampler is not None else None
+            cost, rows = str(result.costs.total_cost), result.metrics.processed_rows
+            del result, pipeline
+        after = sink.totals()
+    linger_s, lingering = _wait_for_threads(threads_before)
+    scraper = active.scraper
+    return Sample(
+        variant=variant.name,
+        seconds=seconds,
+        cost=cost,
+        rows=rows,
+        peak_bytes=peak,
+        teardown_s=active.teardown_s,
+        shutdown_timeout=active.shutdown_timeout,
+        scrapes=scraper.scrapes if scraper is not None else 0,
+        scrape_failures=scraper.failures if scraper is not None else 0,
+        exported={
+            signal: [after[signal][0] - before[signal][0], after[signal][1] - before[signal][1]]
+            for signal in after
+        },
+        hanging_connections=active.hanging_connections,
+        uninstrumented_cleanly=active.uninstrumented_cleanly,
+        rss_before=rss_before,
+        rss_peak=rss_peak,
+        linger_s=linger_s,
+        lingering_threads=lingering,
+    )
+
+
+def _wait_for_threads(before: set[threading.Thread]) -> tuple[float, int]:
+    """Seconds until no thread started since `before` is alive (the sink's own request
+    handlers aside), and how many still were at the deadline."""
+    started = time.perf_counter()
+    deadline = started + LINGER_DEADLINE_S
+    while True:
+        alive = [
+            t
+            for t in threading.enumerate()
+            if t not in before and t.is_alive() and "process_request" not in t.name
+        ]
+        if not alive or time.perf_counter() > deadline:
+            return time.perf_counter() - started, len(alive)
+        time.sleep(0.02)
+
+
+def round_orders(variants: Sequence[Variant], rounds: int, salt: str) -> list[list[Variant]]:
+    """A different order per round, the same on every rerun."""
+    rng = random.Random(f"{SEED}-{salt}")
+    orders: list[list[Variant]] = []
+    for _ in range(rounds):
+        order = list(variants)
+        rng.shuffle(order)
+        while orders and len(order) > 1 and order == orders[-1]:
+            rng.shuffle(order)
+        orders.append(order)
+    return orders
+
+
+@dataclass
+class Rounds:
+    timed: dict[str, list[Sample]]
+    traced: dict[str, list[Sample]]
+    orders: list[list[str]]
+
+
+def interleaved(
+    variants: Sequence[Variant],
+    workload: Workload,
+    sink: OtlpSink,
+    *,
+    warmup: int,
+    rounds: int,
+    memory_rounds: int,
+    label: str,
+    progress: Callable[[str], None],
+) -> Rounds:
+    """Warm-up rounds (discarded), timed rounds, then tracemalloc rounds (own, slower)."""
+    timed: dict[str, list[Sample]] = {v.name: [] for v in variants}
+    traced: dict[str, list[Sample]] = {v.name: [] for v in variants}
+    plan: list[tuple[str, dict[str, list[Sample]] | None, list[Variant], bool]] = []
+    plan += [(f"warm-up {i + 1}", None, list(variants), False) for i in range(warmup)]
+    orders = round_orders(variants, rounds, label)
+    plan += [(f"round {i + 1}/{rounds}", timed, order, False) for i, order in enumerate(orders)]
+    plan += [
+        (f"memory {i + 1}/{memory_rounds}", traced, order, True)
+        for i, order in enumerate(round_orders(variants, memory_rounds, f"{label}-memory"))
+    ]
+    for step, into, order, trace_memory in plan:
+        for variant in order:
+            sample = run_once(variant, workload, sink, trace_memory=trace_memory)
+            if into is not None:
+                into[variant.name].append(sample)
+            mib = f"  peak {sample.peak_bytes / 2**20:.1f} MiB" if sample.peak_bytes else ""
+            progress(f"  {label:<16} {step:<12} {variant.name:<20} {sample.seconds:7.3f} s{mib}")
+    return Rounds(timed, traced, [[v.name for v in order] for order in orders])

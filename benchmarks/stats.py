@@ -1,0 +1,114 @@
+"""From samples to a variant's summary: medians, ranges, ratios to bare, per-call cost.
+
+Two ratios. ``time_ratio`` = median(variant) / median(bare), the headline. ``round_ratios`` =
+variant / bare within each round (the two ran seconds apart, so slow phases of the machine
+cancel out better); their spread, and bare_2 against bare, show how far to trust a ratio.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from benchmarks.runner import Sample
+
+BASELINE = "bare"
+
+
+def _r(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def summarize(
+    timed: dict[str, list[Sample]],
+    traced: dict[str, list[Sample]],
+    rows: int,
+    descriptions: dict[str, str],
+) -> dict[str, dict[str, Any]]:
+    """One summary per variant, baseline first; every run must report the same cost."""
+    costs = {s.cost for group in (timed, traced) for runs in group.values() for s in runs}
+    if len(costs) > 1:  # telemetry must never change what ondine computes
+        raise RuntimeError(f"runs disagree on ondine's cost: {sorted(costs)}")
+    base = timed.get(BASELINE, [])
+    base_median = statistics.median(s.seconds for s in base) if base else None
+    base_peak = _median([s.peak_bytes for s in traced.get(BASELINE, [])])
+    base_rss = _median([_rss_delta(s) for s in base])
+    out: dict[str, dict[str, Any]] = {}
+    for name, runs in timed.items():
+        times = [s.seconds for s in runs]
+        median = statistics.median(times) if times else None
+        ratio = median / base_median if median and base_median else None
+        paired = (
+            [s.seconds / b.seconds for s, b in zip(runs, base, strict=False)]
+            if name != BASELINE
+            else []
+        )
+        peak = _median([s.peak_bytes for s in traced.get(name, [])])
+        rss = _median([_rss_delta(s) for s in runs])
+        teardown = [s.teardown_s for s in runs]
+        out[name] = {
+            "description": descriptions.get(name, ""),
+            "runs": len(times),
+            "wall_s": [round(t, 4) for t in times],
+            "median_s": _r(median, 4),
+            "min_s": _r(min(times), 4) if times else None,
+            "max_s": _r(max(times), 4) if times else None,
+            "rows_per_s": _r(rows / median if median else None, 0),
+            "time_ratio": _r(ratio, 3),
+            "round_ratios": [round(p, 3) for p in paired],
+            "round_ratio_median": _r(statistics.median(paired), 3) if paired else None,
+            "per_call_us": _r(
+                (median - base_median) / rows * 1e6
+                if median is not None and base_median is not None and rows
+                else None,
+                1,
+            ),
+            "peak_tracemalloc_bytes": peak,
+            "peak_tracemalloc_over_bare_bytes": None
+            if peak is None or base_peak is None
+            else peak - base_peak,
+            "rss_delta_bytes": rss,
+            "rss_over_bare_bytes": None if rss is None or base_rss is None else rss - base_rss,
+            "teardown_s_median": _r(statistics.median(teardown), 3) if teardown else None,
+            "teardown_s_max": _r(max(teardown), 3) if teardown else None,
+            "shutdown_timeout_s": runs[0].shutdown_timeout if runs else None,
+            "linger_s_max": _r(max(s.linger_s for s in runs), 3) if runs else None,
+            "lingering_threads_max": max(s.lingering_threads for s in runs) if runs else None,
+            "scrapes_per_run": [s.scrapes for s in runs],
+            "scrape_failures": sum(s.scrape_failures for s in runs),
+            "exported_per_run": [s.exported for s in runs],
+            "hanging_connections": [s.hanging_connections for s in runs]
+            if runs and runs[0].hanging_connections is not None
+            else None,
+            "uninstrumented_cleanly": None
+            if not runs or runs[0].uninstrumented_cleanly is None
+            else all(s.uninstrumented_cleanly for s in runs),
+            "cost_usd": runs[0].cost if runs else None,
+        }
+    return out
+
+
+def _rss_delta(sample: Sample) -> int | None:
+    if sample.rss_before is None or sample.rss_peak is None:
+        return None
+    return sample.rss_peak - sample.rss_before
+
+
+def _median(values: Sequence[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return int(statistics.median(known)) if known else None
+
+
+def noise(summaries: dict[str, dict[str, Any]], other: str = "bare_2") -> dict[str, Any] | None:
+    """bare against bare: the ratio two identical variants show in the same rounds."""
+    second = summaries.get(other)
+    if second is None or second["time_ratio"] is None:
+        return None
+    paired = second["round_ratios"]
+    return {
+        "time_ratio": second["time_ratio"],
+        "round_ratio_median": second["round_ratio_median"],
+        "round_ratio_min": min(paired) if paired else None,
+        "round_ratio_max": max(paired) if paired else None,
+    }

@@ -1,0 +1,305 @@
+"""What is measured against the bare run: ours in several set-ups, ondine's own observer, peers.
+
+Every variant is set up before and torn down after the timed ``execute()``; the tear-down is
+timed too (for ours that is ``Telemetry.shutdown()``). Each exports to the same in-process
+OTLP sink (or, for the failure variants, to a refused or a hanging endpoint), with the SDK's
+default batch span processor, so the tools differ only in what they do per run and per call.
+
+Global state: ondine's built-in ``opentelemetry`` observer takes its tracer from the global
+tracer provider, which can be set only once per process. A switch is installed as the global
+provider before anything else runs; it forwards to the provider of the variant running now
+(none otherwise), so ours, which builds its own providers, is not affected. The litellm peers
+patch ``litellm`` module-wide: they are applied right before their run and removed right
+after, and the harness checks that ``litellm`` holds its own functions again.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+import ondine_otel
+from benchmarks.endpoints import HangingEndpoint, OtlpSink, Scraper, refused_endpoint
+from benchmarks.workload import BuilderStep
+
+SCRAPE_INTERVAL_S = 0.5
+# The SDK's and ondine-otel's OTLP metric interval is 15 s; the peer gets the same.
+METRIC_EXPORT_INTERVAL_MS = 15_000
+SERVICE_NAME = "ondine-bench"
+NO_CHAT_SPANS = {"llm_span_limit": 0, "llm_span_rate": 0, "llm_error_span_limit": 0}
+
+
+def default_shutdown_timeout() -> float:
+    """`Telemetry.shutdown()`'s own default timeout, read from its signature."""
+    default = inspect.signature(ondine_otel.Telemetry.shutdown).parameters["timeout"].default
+    return float(default)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    kind: str  # "bare" | "ours" | "ondine_builtin" | "openinference" | "openllmetry"
+    description: str
+    settings: dict[str, Any] = field(default_factory=dict)  # instrument() settings (ours)
+    otlp: str = "sink"  # "sink" | "refused" | "hanging" (ours)
+    shutdown_timeout: float | None = None  # None: shutdown()'s default
+
+
+BARE = Variant("bare", "bare", "no instrumentation")
+BARE_2 = Variant("bare_2", "bare", "no instrumentation again, in the same rounds: the noise")
+OURS = Variant(
+    "ours",
+    "ours",
+    "ondine_otel.instrument(): traces + metrics, Prometheus endpoint scraped over HTTP every "
+    f"{SCRAPE_INTERVAL_S} s, OTLP traces and metrics to the live sink, default chat-span policy",
+)
+OURS_NO_CHAT = Variant(
+    "ours_no_chat_spans",
+    "ours",
+    "as ours, with chat spans off (llm_span_limit=0, llm_span_rate=0, llm_error_span_limit=0)",
+    settings=NO_CHAT_SPANS,
+)
+OURS_REFUSED = Variant(
+    "ours_otlp_refused",
+    "ours",
+    "as ours, the OTLP endpoint refusing connections (nothing listening)",
+    otlp="refused",
+    shutdown_timeout=2.0,
+)
+OURS_HANGING = Variant(
+    "ours_otlp_hanging",
+    "ours",
+    "as ours, the OTLP endpoint accepting connections and never answering",
+    otlp="hanging",
+    shutdown_timeout=2.0,
+)
+ONDINE_BUILTIN = Variant(
+    "ondine_builtin",
+    "ondine_builtin",
+    "ondine's with_observer('opentelemetry'): global SDK TracerProvider, batch span "
+    "processor, OTLP/HTTP span exporter to the sink (a span per LLM call; no metrics)",
+)
+OPENINFERENCE = Variant(
+    "openinference",
+    "openinference",
+    "openinference-instrumentation-litellm: SDK TracerProvider, batch span processor, OTLP "
+    "to the sink (a span per litellm call; no run/stage spans, no metrics)",
+)
+OPENLLMETRY = Variant(
+    "openllmetry",
+    "openllmetry",
+    "opentelemetry-instrumentation-litellm: SDK TracerProvider + MeterProvider, OTLP traces "
+    "and metrics (15 s) to the sink (a span and histograms per litellm call; no run/stage "
+    "spans, no cost metric)",
+)
+ALL = (
+    BARE,
+    BARE_2,
+    OURS,
+    OURS_NO_CHAT,
+    OURS_REFUSED,
+    OURS_HANGING,
+    ONDINE_BUILTIN,
+    OPENINFERENCE,
+    OPENLLMETRY,
+)
+BY_NAME = {v.name: v for v in ALL}
+
+
+class _SwitchedTracerProvider(trace.TracerProvider):
+    """The global tracer provider: forwards to the current variant's provider, if any."""
+
+    def __init__(self) -> None:
+        self.current: trace.TracerProvider = trace.NoOpTracerProvider()
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        return self.current.get_tracer(*args, **kwargs)
+
+
+_SWITCH = _SwitchedTracerProvider()
+
+
+def install_tracer_switch() -> None:
+    """Make the switch the global tracer provider; must run before any variant."""
+    if trace.get_tracer_provider() is _SWITCH:
+        return
+    trace.set_tracer_provider(_SWITCH)
+    if trace.get_tracer_provider() is not _SWITCH:
+        raise RuntimeError(
+            "a global tracer provider was installed before the benchmark could install its "
+            "switch; run the benchmark in a fresh interpreter"
+        )
+
+
+@dataclass
+class Session:
+    """A variant set up for one run: builder steps to apply, and what its tear-down saw."""
+
+    steps: list[BuilderStep] = field(default_factory=list)
+    scraper: Scraper | None = None
+    teardown_s: float = 0.0
+    shutdown_timeout: float | None = None
+    hanging_connections: int | None = None
+    uninstrumented_cleanly: bool | None = None
+    prometheus_port: int | None = None
+
+    def start(self) -> None:
+        if self.scraper is not None:
+            self.scraper.start()
+
+
+@contextmanager
+def session(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
+    """Set the variant up, yield it, and tear it down (timed) when the run is over."""
+    install_tracer_switch()
+    opener = _OPENERS[variant.kind]
+    with opener(variant, sink) as active:
+        yield active
+
+
+@contextmanager
+def _bare(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
+    yield Session()
+
+
+@contextmanager
+def _ours(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
+    hanging = HangingEndpoint() if variant.otlp == "hanging" else None
+    if hanging is not None:
+        target = hanging.endpoint
+    elif variant.otlp == "refused":
+        target = refused_endpoint()
+    else:
+        target = sink.endpoint
+    telemetry = ondine_otel.instrument(
+        otlp_endpoint=target,
+        prometheus_host="127.0.0.1",
+        prometheus_port=0,
+        service_name=SERVICE_NAME,
+        pipeline_name="bench",
+        **variant.settings,
+    )
+    port = telemetry.prometheus_port
+    if port is None:
+        raise RuntimeError("instrument() did not serve the Prometheus endpoint")
+    active = Session(scraper=Scraper(port, SCRAPE_INTERVAL_S), prometheus_port=port)
+    try:
+        yield active
+    finally:
+        if active.scraper is not None and active.scraper.is_alive():
+            active.scraper.stop()
+        timeout = variant.shutdown_timeout
+        active.shutdown_timeout = default_shutdown_timeout() if timeout is None else timeout
+        started = time.perf_counter()
+        if timeout is None:
+            telemetry.shutdown()
+        else:
+            telemetry.shutdown(timeout=timeout)
+        active.teardown_s = time.perf_counter() - started
+        if hanging is not None:
+            active.hanging_connections = hanging.connections
+            hanging.close()
+
+
+def _span_provider(sink: OtlpSink) -> TracerProvider:
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": SERVICE_NAME}), shutdown_on_exit=False
+    )
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{sink.endpoint}/v1/traces"))
+    )
+    return provider
+
+
+@contextmanager
+def _ondine_builtin(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
+    provider = _span_provider(sink)
+    _SWITCH.current = provider
+    # No config: its "endpoint"/"service_name" keys would write OTEL_* into os.environ.
+    active = Session(steps=[lambda builder: builder.with_observer("opentelemetry", {})])
+    try:
+        yield active
+    finally:
+        _SWITCH.current = trace.NoOpTracerProvider()
+        started = time.perf_counter()
+        provider.shutdown()
+        active.teardown_s = time.perf_counter() - started
+
+
+def _litellm_functions() -> tuple[Callable[..., Any], ...]:
+    import litellm
+
+    return (litellm.completion, litellm.acompletion)
+
+
+@contextmanager
+def _litellm_peer(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
+    tracer_provider = _span_provider(sink)
+    meter_provider: MeterProvider | None = None
+    instrumentor: Any
+    if variant.kind == "openinference":
+        from openinference.instrumentation.litellm import LiteLLMInstrumentor
+
+        instrumentor = LiteLLMInstrumentor()
+        kwargs: dict[str, Any] = {"tracer_provider": tracer_provider}
+    else:
+        from opentelemetry.instrumentation.litellm import LiteLLMInstrumentor as Traceloop
+
+        meter_provider = MeterProvider(
+            metric_readers=[
+                PeriodicExportingMetricReader(
+                    OTLPMetricExporter(endpoint=f"{sink.endpoint}/v1/metrics"),
+                    export_interval_millis=METRIC_EXPORT_INTERVAL_MS,
+                )
+            ],
+            resource=Resource.create({"service.name": SERVICE_NAME}),
+            shutdown_on_exit=False,
+        )
+        instrumentor = Traceloop()
+        kwargs = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
+    originals = _litellm_functions()
+    instrumentor.instrument(**kwargs)
+    if any(now is before for now, before in zip(_litellm_functions(), originals, strict=True)):
+        instrumentor.uninstrument()
+        raise RuntimeError(f"{variant.name}: instrument() did not patch litellm")
+    active = Session()
+    try:
+        yield active
+    finally:
+        instrumentor.uninstrument()
+        restored = all(
+            now is before for now, before in zip(_litellm_functions(), originals, strict=True)
+        )
+        active.uninstrumented_cleanly = restored
+        started = time.perf_counter()
+        tracer_provider.shutdown()
+        if meter_provider is not None:
+            meter_provider.shutdown()
+        active.teardown_s = time.perf_counter() - started
+        if not restored:
+            raise RuntimeError(
+                f"{variant.name}: uninstrument() left litellm patched; the runs after it "
+                "would not be bare"
+            )
+
+
+_OPENERS: dict[str, Callable[[Variant, OtlpSink], Any]] = {
+    "bare": _bare,
+    "ours": _ours,
+    "ondine_builtin": _ondine_builtin,
+    "openinference": _litellm_peer,
+    "openllmetry": _litellm_peer,
+}
