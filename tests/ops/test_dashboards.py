@@ -16,8 +16,12 @@ real Prometheus see them.
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 import subprocess
+import sys
+import urllib.error
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +34,7 @@ from grafana import generate, thresholds, traceql
 from grafana.attributes import KNOWN_ATTRIBUTES
 from grafana.variables import substitute
 from ondine_otel.telemetry import semconv
-from tests.support.services import find_binary
+from tests.support.services import find_binary, prom_query, sample_values, wait_for_query
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = {
@@ -387,3 +391,212 @@ def test_provisioned_data_sources_and_dashboard_provider() -> None:
     provider = yaml.safe_load(PROVIDER.read_text())["providers"][0]
     assert provider["type"] == "file"
     assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+# --- live: every Prometheus query on data from a real job, scraped and pushed -----------
+
+PIPELINE = "dash-nightly"
+SCRAPE_JOB = "test"  # start_prometheus' job name; pushed series keep job="ondine" (honor_labels)
+PUSH_JOB = "ondine"
+
+# The instrumented job, in its own interpreter: `instrument()` installs global providers.
+# It reports on stdout (lines starting with @@) and waits on stdin before each run, so the test
+# starts a run only once Prometheus holds the previous one (rates then see every run after the
+# first), and decides when the long run may finish.
+JOB_SCRIPT = '''
+import json, sys, tempfile, threading, time
+from decimal import Decimal
+import ondine_otel
+from ondine_otel.demo import OfflineLLMClient, build_demo_pipeline, load_reviews
+from tests.spy import ContextSpy
+
+def emit(**event):
+    print("@@" + json.dumps(event), flush=True)
+
+def wait_for(word):
+    line = sys.stdin.readline().strip()
+    assert line == word, (line, word)
+
+class HeldClient(OfflineLLMClient):
+    """Lets `free` calls through, then holds every later call until `go` is set."""
+    def __init__(self, free, **kwargs):
+        super().__init__(**kwargs)
+        self.free, self.go = free, threading.Event()
+    def _admit(self, prompt):
+        started = super()._admit(prompt)
+        if self.call_count > self.free:
+            self.go.wait(90)
+        return started
+
+def run(name, pipeline):
+    wait_for("next")
+    spy = ContextSpy()
+    pipeline.add_observer(spy)
+    try:
+        pipeline.execute()
+    except Exception:
+        pass
+    ctx = spy.context
+    emit(run=name, session=str(ctx.session_id), cost=float(ctx.accumulated_cost))
+
+handle = ondine_otel.instrument(
+    prometheus_host="127.0.0.1", prometheus_port=0, pushgateway_url=sys.argv[1],
+    push_interval=1, pipeline_name=sys.argv[2],
+)
+emit(port=handle.prometheus_port)
+tmp = tempfile.mkdtemp()
+run("success", build_demo_pipeline(load_reviews(30), checkpoint_dir=tmp + "/a", concurrency=4))
+run("failing_rows", build_demo_pipeline(
+    load_reviews(40), failure_rate=0.3, checkpoint_dir=tmp + "/b", concurrency=4))
+run("failed", build_demo_pipeline(
+    load_reviews(20), client=OfflineLLMClient(crash_after=5), error_policy="fail",
+    concurrency=1, checkpoint_dir=tmp + "/c"))
+held = HeldClient(12, latency_s=0.005, failure_rate=0.2)
+long_run = build_demo_pipeline(load_reviews(120), client=held, concurrency=2,
+                               checkpoint_dir=tmp + "/d", checkpoint_interval=5)
+long_run.specifications.processing.max_budget = Decimal("0.5")
+worker = threading.Thread(target=run, args=("long", long_run))
+worker.start()
+while held.call_count <= held.free:
+    time.sleep(0.01)
+emit(active=True)
+wait_for("release")
+held.go.set()
+worker.join(60)
+wait_for("exit")
+handle.shutdown()
+'''
+
+
+@dataclass
+class Job:
+    process: subprocess.Popen[str]
+    events: list[dict[str, Any]]
+
+    def next_event(self, key: str, timeout: float = 60.0) -> dict[str, Any]:
+        """The next @@ event (reading stdout until one carrying `key` arrives)."""
+        import select
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.stdout is not None
+            ready, _, _ = select.select([self.process.stdout], [], [], 0.5)
+            if not ready:
+                if self.process.poll() is not None:
+                    break
+                continue
+            line = self.process.stdout.readline()
+            if line.startswith("@@"):
+                event: dict[str, Any] = json.loads(line[2:])
+                self.events.append(event)
+                if key in event:
+                    return event
+        raise AssertionError(f"job sent no {key!r} event; exit={self.process.poll()}")
+
+    def say(self, word: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(word + "\n")
+        self.process.stdin.flush()
+
+
+@pytest.fixture
+def job(pushgateway: Any, tmp_path: Path) -> Iterator[Job]:
+    log = (tmp_path / "job.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-c", JOB_SCRIPT, pushgateway.url, PIPELINE],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+    )
+    try:
+        yield Job(process, [])
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        log.close()
+
+
+def finite(result: list[dict[str, Any]]) -> bool:
+    return any(math.isfinite(v) for v in sample_values(result))
+
+
+def query_or_error(prometheus: Any, expr: str) -> list[dict[str, Any]] | str:
+    """The query's result, or Prometheus' error message (a 400 names what is wrong)."""
+    try:
+        return prom_query(prometheus, expr)
+    except urllib.error.HTTPError as error:
+        return f"HTTP {error.code}: {error.read().decode(errors='replace')}"
+
+
+@pytest.mark.integration
+def test_every_panel_has_data_from_a_real_job_and_spend_equals_its_cost(
+    job: Job, pushgateway: Any, prometheus_factory: Any
+) -> None:
+    port = job.next_event("port")["port"]
+    prometheus = prometheus_factory([f"127.0.0.1:{port}", pushgateway.address])
+    wait_for_query(prometheus, f'up{{instance="127.0.0.1:{port}"}} == 1', timeout=30)
+    for done, name in enumerate(("success", "failing_rows", "failed"), start=1):
+        job.say("next")
+        assert job.next_event("run")["run"] == name
+        for source in (SCRAPE_JOB, PUSH_JOB):  # scraped, and pushed at the run's end
+            wait_for_query(
+                prometheus, f'sum(ondine_runs_total{{job="{source}"}}) == {done}', timeout=20
+            )
+    job.say("next")
+    job.next_event("active")
+    # The long run is visible from both sources, and its calls reached the histograms.
+    for source in (SCRAPE_JOB, PUSH_JOB):
+        wait_for_query(prometheus, f'ondine_run_rows_done{{job="{source}"}} > 0', timeout=20)
+        wait_for_query(
+            prometheus,
+            f'increase(gen_ai_client_operation_duration_seconds_count{{job="{source}"}}[1m]) > 0',
+            timeout=20,
+        )
+
+    values = {"pipeline": PIPELINE, "model": "gpt-4o-mini", "__range": "5m",
+              "__range_s": "300", "__rate_interval": "1m"}
+    missing = []
+    checked = set()
+    for source in (SCRAPE_JOB, PUSH_JOB):
+        for query in queries("prometheus"):
+            expr = query.concrete({**values, "job": source})
+            if (source, expr) in checked:
+                continue
+            checked.add((source, expr))
+            result = query_or_error(prometheus, expr)
+            if isinstance(result, str) or not finite(result):
+                missing.append(f"{source}: {query.board}/{query.panel} {query.ref}: {expr}"
+                               f" -> {result}")
+        for board, variable, selector in variable_selectors():
+            label = {"job": "job", "pipeline": "pipeline", "model": "model"}[variable]
+            expr = f"count by ({label}) ({substitute(selector, {**values, 'job': source})})"
+            found = {s["metric"].get(label) for s in prom_query(prometheus, expr)}
+            wanted = {"job": source, "pipeline": PIPELINE, "model": "gpt-4o-mini"}[label]
+            if wanted not in found:
+                missing.append(f"{source}: {board} variable {variable} lacks {wanted}: {found}")
+    print(f"{len(checked)} (source, query) pairs checked")
+    assert not missing, "queries without data:\n" + "\n".join(missing)
+
+    # The active run's run_id is its ondine session id: the key of the link to its trace.
+    table = prom_query(prometheus, substitute(
+        by_title(load("overview"), "Active runs")["targets"][0]["expr"],
+        {**values, "job": SCRAPE_JOB}))
+    assert len(table) == 1 and table[0]["metric"]["pipeline"] == PIPELINE
+
+    job.say("release")
+    long_run = job.next_event("run")
+    assert long_run["run"] == "long" and table[0]["metric"]["run_id"] == long_run["session"]
+    cost = sum(e["cost"] for e in job.events if "cost" in e)
+    assert cost > 0
+    spend = by_title(load("overview"), "Spend in range")["targets"][0]["expr"]
+    for source in (SCRAPE_JOB, PUSH_JOB):
+        expr = substitute(spend, {**values, "job": source})
+        result = wait_for_query(
+            prometheus, expr,
+            lambda r: len(r) == 1 and float(r[0]["value"][1]) == pytest.approx(cost, rel=1e-9),
+            timeout=20,
+        )
+        print(f"{source}: spend panel {sample_values(result)} = job cost {cost}")
+    job.say("exit")
+    assert job.process.wait(timeout=30) == 0
