@@ -9,6 +9,7 @@ retry from one per batch.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import threading
@@ -243,3 +244,73 @@ def self_signed_certificate(directory: Path, name: str) -> Certificate:
         timeout=60,
     )  # fmt: skip
     return Certificate(cert, key)
+
+
+class TlsTerminator:
+    """A TLS front for a plain local server (HTTP or gRPC): decrypts and forwards the bytes.
+
+    Exporters then talk real TLS (certificate checks, ALPN h2 for gRPC) to 127.0.0.1 while the
+    OTLP receiver behind it stays the plain one tests already read from.
+    """
+
+    def __init__(self, certificate: Certificate, upstream_port: int) -> None:
+        import ssl
+
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(str(certificate.cert), str(certificate.key))
+        self._context.set_alpn_protocols(["h2", "http/1.1"])
+        self._upstream = upstream_port
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self._sock.settimeout(0.1)
+        self.port = int(self._sock.getsockname()[1])
+        self.endpoint = f"https://127.0.0.1:{self.port}"
+        self.handshake_failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="tls-front", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                raw, _ = self._sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._connect, args=(raw,), daemon=True).start()
+
+    def _connect(self, raw: socket.socket) -> None:
+        raw.settimeout(10)
+        try:
+            tls = self._context.wrap_socket(raw, server_side=True)
+        except OSError:  # the client rejected our certificate (or spoke no TLS)
+            self.handshake_failures += 1
+            raw.close()
+            return
+        upstream = socket.create_connection(("127.0.0.1", self._upstream), timeout=10)
+        for source, target in ((tls, upstream), (upstream, tls)):
+            threading.Thread(target=_pump, args=(source, target), daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
+
+    def __enter__(self) -> TlsTerminator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _pump(source: socket.socket, target: socket.socket) -> None:
+    source.settimeout(None)
+    try:
+        while chunk := source.recv(65536):
+            target.sendall(chunk)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+#: CA bundle variables `requests` honours; set only by the test that is about them.
+_CA_BUNDLE_VARS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 PRELUDE = """
 import json, logging, os, sys, tempfile, threading, time
@@ -76,8 +78,12 @@ def script(body: str) -> str:
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The test's environment without the developer's OTEL_* / ONDINE_OTEL_* settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "ONDINE_OTEL_"))}
+    """The test's environment without the developer's OTEL_* / ONDINE_OTEL_* / CA settings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OTEL_", "ONDINE_OTEL_")) and k not in _CA_BUNDLE_VARS
+    }
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     env.update(extra or {})
