@@ -5,13 +5,12 @@ The public surface only; see the README for the entries (instrument(), zero-code
 
 from ondine_otel.config import ConfigError, TelemetryConfig
 from ondine_otel.export.setup import Telemetry, instrument
-from ondine_otel.hooks import lifecycle, registered
+from ondine_otel.hooks import registered
 from ondine_otel.hooks.observer import OtelObserver
 from ondine_otel.instrumentor import OndineInstrumentor
 from ondine_otel.version import __version__
 
-lifecycle.install()  # every run, whichever entry traces it, ends exactly once
-registered.register()  # makes `with_observer("otel", ...)` work after `import ondine_otel`
+registered.register()  # the only effect of importing: `with_observer("otel", ...)` works
 
 __all__ = [
     "ConfigError",

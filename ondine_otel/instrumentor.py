@@ -1,8 +1,9 @@
 """OndineInstrumentor: trace every `Pipeline.execute()` without touching the job's code.
 
-While instrumented, one shared OtelObserver is attached to every execute() call by the
-safety net in `lifecycle` (which also ends runs exactly once and handles checkpoints).
-`opentelemetry-instrument` finds this class through the `ondine` entry point.
+`_instrument` applies the safety net (`hooks.lifecycle`: wrappers around execute and
+StateManager) and sets the OtelObserver it attaches to every execute() call; `_uninstrument`
+removes every wrapper again. `opentelemetry-instrument` finds this class through the `ondine`
+entry point.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 
-from ondine_otel.config import sdk_disabled
+from ondine_otel.config import RUN_SETTINGS, TelemetryConfig, sdk_disabled
 from ondine_otel.hooks import lifecycle
 from ondine_otel.hooks.observer import OtelObserver
 from ondine_otel.package import _instruments
-from ondine_otel.telemetry import semconv
 from ondine_otel.telemetry.run import RunListener
+
+#: Keyword arguments of `instrument()` passed on to the observer (run settings).
+_OBSERVER_SETTINGS = (*RUN_SETTINGS, "label_limit")
 
 
 class OndineInstrumentor(BaseInstrumentor):
@@ -32,20 +35,19 @@ class OndineInstrumentor(BaseInstrumentor):
         if sdk_disabled():
             return  # OTEL_SDK_DISABLED=true: every entry is a no-op
         listener: RunListener | None = kwargs.get("listener")
+        # What the caller passed, else the environment (zero-code runs), else the defaults.
+        settings = TelemetryConfig.from_settings().observer_settings()
+        settings.update({k: kwargs[k] for k in _OBSERVER_SETTINGS if kwargs.get(k) is not None})
         lifecycle.install()
         lifecycle.auto_observer = OtelObserver(
             kwargs.get("tracer_provider"),
             kwargs.get("meter_provider"),
-            pipeline_name=kwargs.get("pipeline_name") or semconv.DEFAULT_PIPELINE_NAME,
-            progress_interval=float(kwargs.get("progress_interval", 5.0)),
-            llm_span_limit=int(kwargs.get("llm_span_limit", 1000)),
-            capture_content=kwargs.get("capture_content"),
-            label_limit=int(kwargs.get("label_limit", 100)),
             listener=listener,
+            **settings,
         )
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        lifecycle.auto_observer = None
+        lifecycle.uninstall()
 
     @property
     def observer(self) -> OtelObserver | None:

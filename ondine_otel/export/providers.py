@@ -12,13 +12,11 @@ import importlib
 import threading
 from typing import Any
 
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
     MetricReader,
-    PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
@@ -36,9 +34,14 @@ from prometheus_client import (
 )
 
 from ondine_otel.config import OtlpSettings, TelemetryConfig
+from ondine_otel.export.readers import (
+    OndinePeriodicReader,
+    OndinePrometheusReader,
+    ProducingReader,
+)
 from ondine_otel.export.registry import SerialRegistry
 from ondine_otel.export.sampler import RandomBitsRatioSampler
-from ondine_otel.telemetry.metrics import metric_views
+from ondine_otel.telemetry.metrics import OndineMetrics, metric_views, metrics_for
 
 #: Bounded export queue: a stalled collector drops spans instead of growing memory.
 SPAN_QUEUE_SIZE = 8192
@@ -168,7 +171,7 @@ class PrometheusEndpoint:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
             GCCollector(registry=self.registry)
-        self.reader = PrometheusMetricReader(
+        self.reader = OndinePrometheusReader(
             disable_target_info=True, scope_info_enabled=False, registry=self.registry
         )
         self._server: Any = None
@@ -206,17 +209,32 @@ def metric_readers(
         if name == "otlp":
             settings = config.otlp_for("metrics")
             readers.append(
-                PeriodicExportingMetricReader(
+                OndinePeriodicReader(
                     otlp_metric_exporter(settings),
                     export_interval_millis=METRIC_EXPORT_INTERVAL_MS,
                     export_timeout_millis=settings.timeout_s * 1000,
                 )
             )
         elif name == "console":
-            readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
+            readers.append(OndinePeriodicReader(ConsoleMetricExporter()))
     if prometheus is not None:
         readers.append(prometheus.reader)
     return readers
+
+
+def produced_metrics(
+    provider: MeterProvider,
+    config: TelemetryConfig,
+    resource: Resource,
+    readers: list[MetricReader],
+) -> OndineMetrics:
+    """The metrics of a MeterProvider we built: GenAI histograms and per-run gauges are
+    produced for our readers when they collect, not recorded through the SDK."""
+    own = metrics_for(provider, label_limit=config.label_limit, produced=True)
+    for reader in readers:
+        if isinstance(reader, ProducingReader):
+            reader.add_producer(own.points, resource)
+    return own
 
 
 def build_meter_provider(

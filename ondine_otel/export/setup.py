@@ -24,6 +24,7 @@ from opentelemetry.trace import TracerProvider
 from ondine_otel.config import ConfigError, TelemetryConfig
 from ondine_otel.export import providers as exporters
 from ondine_otel.export.pushgateway import PushgatewayPusher
+from ondine_otel.hooks import signals
 from ondine_otel.hooks.observer import OtelObserver
 from ondine_otel.instrumentor import OndineInstrumentor
 from ondine_otel.telemetry.fanout import FanOut
@@ -82,6 +83,7 @@ class Telemetry:
             if _current is self:
                 _current = None
         atexit.unregister(self._at_exit)
+        signals.uninstall_for(self)
         if self.instrumentor is not None:
             _quietly("uninstrumenting ondine", self.instrumentor.uninstrument)
         deadline = time.monotonic() + timeout
@@ -149,6 +151,7 @@ def _build(config: TelemetryConfig) -> Telemetry:
         telemetry.shutdown(timeout=1.0)
         raise
     atexit.register(telemetry._at_exit)
+    signals.install_for(telemetry)  # SIGTERM: end runs, flush, chain (handle_signals)
     return telemetry
 
 
@@ -191,6 +194,9 @@ def _start(telemetry: Telemetry, config: TelemetryConfig) -> None:
         readers = [telemetry.prometheus.reader] if telemetry.prometheus is not None else []
     else:
         readers = exporters.metric_readers(config, telemetry.prometheus)
+    listeners: list[RunListener] = []
+    if app_owned:
+        listeners.append(metrics_for(app_meter, label_limit=config.label_limit))
     if readers:
         own = exporters.build_meter_provider(config, resource, readers)
         telemetry._owned.append(own)
@@ -198,24 +204,20 @@ def _start(telemetry: Telemetry, config: TelemetryConfig) -> None:
         if not isinstance(app_meter, SdkMeterProvider):
             metrics.set_meter_provider(own)
             _ours.add(id(own))
-
-    listeners: list[RunListener] = [
-        metrics_for(provider, label_limit=config.label_limit)
-        for provider in telemetry.meter_providers
-    ]
-    if config.pushgateway_url is not None and telemetry.prometheus is not None:
-        own_metrics = listeners[-1]
-        telemetry.pusher = PushgatewayPusher(
-            config.pushgateway_url,
-            telemetry.prometheus.registry,
-            pipeline_label=own_metrics.labels.pipeline,  # type: ignore[attr-defined]
-            interval=config.push_interval,
-            username=config.pushgateway_username,
-            password=config.pushgateway_password,
-            grouping=config.pushgateway_grouping,
-            home_pipeline=config.pipeline_name,
-        )
-        listeners.append(telemetry.pusher)
+        own_metrics = exporters.produced_metrics(own, config, resource, readers)
+        listeners.append(own_metrics)
+        if config.pushgateway_url is not None and telemetry.prometheus is not None:
+            telemetry.pusher = PushgatewayPusher(
+                config.pushgateway_url,
+                telemetry.prometheus.registry,
+                pipeline_label=own_metrics.labels.pipeline,
+                interval=config.push_interval,
+                username=config.pushgateway_username,
+                password=config.pushgateway_password,
+                grouping=config.pushgateway_grouping,
+                home_pipeline=config.pipeline_name,
+            )
+            listeners.append(telemetry.pusher)
 
     telemetry.listener = FanOut(listeners)
     instrumentor = OndineInstrumentor()

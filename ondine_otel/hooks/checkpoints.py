@@ -11,8 +11,8 @@ import os
 from typing import Any
 
 from ondine_otel.hooks import calls
-from ondine_otel.hooks.observer import ACTIVE_RUNS, PENDING_RESTORES
 from ondine_otel.telemetry import ids, semconv
+from ondine_otel.telemetry.active_runs import ACTIVE_RUNS, PENDING_RESTORES, finish_run
 from ondine_otel.telemetry.guard import report
 from ondine_otel.telemetry.run import RestoredCheckpoint, checkpoint_attributes
 
@@ -44,11 +44,18 @@ def wrap_save(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[s
                 data[semconv.CHECKPOINT_TRACEPARENT_KEY] = traceparent
         except Exception as error:  # noqa: BLE001
             report("storing the trace context in a checkpoint", error)
-    saved = wrapped(*args, **kwargs)
+    try:
+        saved = wrapped(*args, **kwargs)
+    except BaseException:
+        if run is not None and run.end_after_checkpoint is not None:
+            finish_run(run, run.end_after_checkpoint)
+        raise
     if run is not None:
         try:
             size = checkpoint_size(instance, run.session_id) if saved else None
             run.checkpoint(bool(saved), size)
+            if run.end_after_checkpoint is not None:
+                finish_run(run, run.end_after_checkpoint)
         except Exception as error:  # noqa: BLE001
             report("recording a checkpoint event", error)
     return saved

@@ -4,11 +4,11 @@ ondine calls these hooks without a try/except (an exception here would kill the 
 each one goes through `guarded`. The observer holds no per-run state of its own: runs live in the
 process-wide registry keyed by session id, which also lets several entries (instrumentor,
 `add_observer`, `with_observer`) coexist without doubling spans: the first to start a run owns it.
+The LLMInvocation stage's client is wrapped while the stage runs (see `hooks.client`).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from ondine.orchestration.observers import (
@@ -20,27 +20,16 @@ from ondine.orchestration.observers import (
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from ondine_otel.config import RUN_SETTINGS, TelemetryConfig, sdk_disabled
-from ondine_otel.hooks import calls
-from ondine_otel.hooks.llm_events import ensure_llm_events
+from ondine_otel.config import DEFAULTS, RUN_SETTINGS, TelemetryConfig, sdk_disabled
+from ondine_otel.hooks import calls, client, lifecycle
+from ondine_otel.hooks.llm_events import listen_to_llm_events
 from ondine_otel.telemetry import modelname, semconv
-from ondine_otel.telemetry.active_runs import Registry
+from ondine_otel.telemetry.active_runs import ACTIVE_RUNS, PENDING_RESTORES, finish_run
 from ondine_otel.telemetry.guard import guarded, report
+from ondine_otel.telemetry.llm_calls import request_attributes
 from ondine_otel.telemetry.metrics import metrics_for
-from ondine_otel.telemetry.run import RestoredCheckpoint, RunListener, RunTelemetry
-from ondine_otel.telemetry.semconv import OBSERVER_NAME
+from ondine_otel.telemetry.run import RunListener, RunTelemetry
 from ondine_otel.telemetry.tracing import tracer_for
-
-#: Runs in flight, by session id.
-ACTIVE_RUNS: Registry[RunTelemetry] = Registry()
-#: Checkpoints just loaded by StateManager, waiting for their resumed run to start.
-PENDING_RESTORES: Registry[RestoredCheckpoint] = Registry()
-
-
-def capture_content_from_env() -> bool:
-    """The GenAI instrumentations' standard opt-in for recording prompt/completion text."""
-    value = os.environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "")
-    return value.strip().lower() == "true"
 
 
 def pipeline_settings(pipeline: Any) -> dict[str, Any]:
@@ -52,12 +41,26 @@ def pipeline_settings(pipeline: Any) -> dict[str, Any]:
     metadata = getattr(getattr(pipeline, "specifications", None), "metadata", None)
     entries = metadata.get("observers") if isinstance(metadata, dict) else None
     for entry in entries if isinstance(entries, list) else ():
-        if isinstance(entry, (tuple, list)) and len(entry) == 2 and entry[0] == OBSERVER_NAME:
+        if (
+            isinstance(entry, (tuple, list))
+            and len(entry) == 2
+            and entry[0] == semconv.OBSERVER_NAME
+        ):
             chosen = {k: v for k, v in dict(entry[1] or {}).items() if k in RUN_SETTINGS}
             if chosen:
                 config = TelemetryConfig.from_dict(chosen)
                 return {name: getattr(config, name) for name in chosen}
     return {}
+
+
+def pipeline_budget(pipeline: Any) -> float | None:
+    """ondine's `with_max_budget` of the pipeline in USD, if it has one."""
+    processing = getattr(getattr(pipeline, "specifications", None), "processing", None)
+    budget = getattr(processing, "max_budget", None)
+    try:
+        return None if budget is None else float(budget)
+    except (TypeError, ValueError):
+        return None
 
 
 def ensure_default_observers(pipeline: Any) -> None:
@@ -82,11 +85,13 @@ class OtelObserver(ExecutionObserver):
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         *,
-        pipeline_name: str = semconv.DEFAULT_PIPELINE_NAME,
-        progress_interval: float = 5.0,
-        llm_span_limit: int = 1000,
+        pipeline_name: str = DEFAULTS["pipeline_name"],
+        progress_interval: float = DEFAULTS["progress_interval"],
+        llm_span_limit: int = DEFAULTS["llm_span_limit"],
+        llm_error_span_limit: int = DEFAULTS["llm_error_span_limit"],
+        llm_span_rate: float = DEFAULTS["llm_span_rate"],
         capture_content: bool | None = None,
-        label_limit: int = 100,
+        label_limit: int = DEFAULTS["label_limit"],
         listener: RunListener | None = None,
     ) -> None:
         """Providers default to the global ones, looked up when a run starts (not before, so
@@ -96,12 +101,18 @@ class OtelObserver(ExecutionObserver):
         self.pipeline_name = pipeline_name
         self.progress_interval = progress_interval
         self.llm_span_limit = llm_span_limit
+        self.llm_error_span_limit = llm_error_span_limit
+        self.llm_span_rate = llm_span_rate
         self.capture_content = (
-            capture_content if capture_content is not None else capture_content_from_env()
+            capture_content
+            if capture_content is not None
+            else TelemetryConfig.from_settings().capture_content
         )
         self.label_limit = label_limit
         self._listener = listener
         self._disabled = sdk_disabled()
+        if not self._disabled:
+            lifecycle.install()  # the safety net around this observer's runs
 
     @property
     def listener(self) -> RunListener:
@@ -123,6 +134,7 @@ class OtelObserver(ExecutionObserver):
         existing = ACTIVE_RUNS.get(session_id)
         if existing is not None and not existing.finished:
             return  # another entry already traces this run
+        lifecycle.install()  # uninstrument() may have removed it since
         ensure_default_observers(pipeline)
         provider, model = modelname.from_pipeline(pipeline)
         own = pipeline_settings(pipeline)
@@ -135,37 +147,45 @@ class OtelObserver(ExecutionObserver):
             model=model,
             progress_interval=own.get("progress_interval", self.progress_interval),
             llm_span_limit=own.get("llm_span_limit", self.llm_span_limit),
+            llm_error_span_limit=own.get("llm_error_span_limit", self.llm_error_span_limit),
+            llm_span_rate=own.get("llm_span_rate", self.llm_span_rate),
             capture_content=own.get("capture_content", self.capture_content),
             listener=self.listener,
             restored=PENDING_RESTORES.pop(session_id),
+            budget_usd=pipeline_budget(pipeline),
         )
         ACTIVE_RUNS.put(session_id, run)
         call = calls.current()
         if call is not None:
             call.runs.append(run)  # the safety net ends it if ondine does not
         self.listener.run_started(run)
-        try:
-            ensure_llm_events(context)
-        except Exception as error:  # noqa: BLE001 - the run is traced without its LLM calls
-            report("asking ondine for llm_call events", error)
 
     @guarded("on_stage_start")
     def on_stage_start(self, stage: Any, context: Any) -> None:
         run = self._run(context)
-        if run is not None:
-            run.stage_started(_stage_name(stage))
+        if run is None:
+            return
+        run.stage_started(_stage_name(stage))
+        llm_client = getattr(stage, "llm_client", None)
+        if llm_client is not None:
+            _watch_client(run, llm_client)
 
     @guarded("on_stage_complete")
     def on_stage_complete(self, stage: Any, context: Any, result: Any) -> None:
-        run = self._run(context)
-        if run is not None:
-            run.stage_ended(_stage_name(stage))
+        self._stage_ended(stage, context, None)
 
     @guarded("on_stage_error")
     def on_stage_error(self, stage: Any, context: Any, error: Exception) -> None:
+        self._stage_ended(stage, context, error)
+
+    def _stage_ended(self, stage: Any, context: Any, error: Exception | None) -> None:
         run = self._run(context)
-        if run is not None:
-            run.stage_ended(_stage_name(stage), error)
+        if run is None:
+            return
+        llm_client = getattr(stage, "llm_client", None)
+        if llm_client is not None:
+            run.run_cleanup(id(llm_client))
+        run.stage_ended(_stage_name(stage), error)
 
     @guarded("on_pipeline_complete")
     def on_pipeline_complete(self, context: Any, result: Any) -> None:
@@ -188,10 +208,26 @@ class OtelObserver(ExecutionObserver):
             finish_run(run, error)
 
 
-def finish_run(run: RunTelemetry, error: BaseException | None = None) -> None:
-    """End a run found outside its observer (the execute wrapper's safety net)."""
-    run.finish(error)
-    ACTIVE_RUNS.remove(run.session_id, run)
+def _watch_client(run: RunTelemetry, llm_client: Any) -> None:
+    """Record the stage's LLM calls: through a wrapped client, else ondine's llm_call events."""
+    try:
+        wrapped = client.wrap(llm_client)
+    except Exception as error:  # noqa: BLE001
+        report("wrapping the LLM client", error)
+        wrapped = False
+    if wrapped:
+        run.llm.wrapped = True
+        run.llm.request = request_attributes(getattr(llm_client, "spec", None))
+        restore_events = client.mute_own_events(llm_client)
+
+        def unwatch() -> None:
+            client.unwrap(llm_client)
+            restore_events()
+            run.llm.wrapped = False
+
+        run.add_cleanup(id(llm_client), unwatch)
+    else:
+        listen_to_llm_events(llm_client)
 
 
 def _stage_name(stage: Any) -> str:

@@ -1,99 +1,105 @@
 """The observer ondine knows by name: `builder.with_observer("otel", {...})`.
 
 ondine 2.1.1 sends named observers only pipeline start/end, errors and `llm_call` events, never
-stage events, so on its own this entry could not draw a run's trace. When a run starts it
-therefore finds the running pipeline (the `Pipeline.execute` frame that dispatched the event,
-matched by session id) and attaches an OtelObserver to it for that run; ondine then calls the
-stage hooks on it like on any observer. LLM calls reach RunTelemetry through the OTel context.
+stage events, so on its own this entry could not draw a run's trace. ondine creates it inside
+`execute()`; creating it applies the safety net (`lifecycle.install`), whose
+`_execute_stages` wrapper then attaches an OtelObserver to the running pipeline for that run
+(`attach_pending`); ondine calls the stage hooks on it like on any observer.
 
-Its config dict takes the `TelemetryConfig` argument names and is validated when
-`with_observer` is called, so a bad value fails while the pipeline is built, not mid-job.
+Its config dict takes the `TelemetryConfig` argument names. ondine stores that dict in the
+pipeline's specification and sends it in `pipeline_start` to every observer, so secret settings
+are refused: they are removed from the dict before ondine sends it, and reported once naming the
+environment variable to use. `TelemetryConfig(...).to_dict()` builds a checked dict while the
+pipeline is built; a bad value in a hand-written dict fails when the run starts (ondine logs it
+and runs without this observer).
 """
 
 from __future__ import annotations
 
-import sys
-from types import FrameType
 from typing import Any
 
-from ondine.api.pipeline_builder import PipelineBuilder
 from ondine.observability.registry import ObserverRegistry, observer
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-from wrapt import wrap_function_wrapper
 
-from ondine_otel.config import RUN_SETTINGS, TelemetryConfig, sdk_disabled
-from ondine_otel.export import setup as telemetry
-from ondine_otel.hooks import calls
+from ondine_otel.config import (
+    RUN_SETTINGS,
+    SECRET_SETTINGS,
+    ConfigError,
+    TelemetryConfig,
+    observer_config,
+    sdk_disabled,
+)
+from ondine_otel.export import setup
+from ondine_otel.hooks import calls, lifecycle
 from ondine_otel.hooks.llm_events import LLMCallListener
-from ondine_otel.hooks.observer import ACTIVE_RUNS, OtelObserver
+from ondine_otel.hooks.observer import OtelObserver
 from ondine_otel.telemetry import semconv
-from ondine_otel.telemetry.guard import guarded
+from ondine_otel.telemetry.active_runs import ACTIVE_RUNS, Registry
+from ondine_otel.telemetry.guard import guarded, report
 
-_FRAMES_TO_SEARCH = 12
-
-
-def _running_pipeline(session_id: Any) -> Any:
-    """The Pipeline whose `execute` frame is running the run `session_id`, if found."""
-    frame: FrameType | None = sys._getframe(1)
-    for _ in range(_FRAMES_TO_SEARCH):
-        if frame is None:
-            return None
-        local = frame.f_locals
-        context = local.get("context")
-        pipeline = local.get("self")
-        if (
-            frame.f_code.co_name == "execute"
-            and context is not None
-            and str(getattr(context, "session_id", None)) == str(session_id)
-            and isinstance(getattr(pipeline, "observers", None), list)
-        ):
-            return pipeline
-        frame = frame.f_back
-    return None
+#: Named observers that saw their run start, waiting for `_execute_stages` to attach them.
+PENDING: Registry[NamedOtelObserver] = Registry()
 
 
 def _observer_for(config: TelemetryConfig, settings: dict[str, Any]) -> OtelObserver:
     """An OtelObserver on the active set-up, setting one up from `settings` if there is none."""
-    handle = telemetry.current()
+    handle = setup.current()
     if handle is None and not isinstance(trace.get_tracer_provider(), SdkTracerProvider):
         # Nothing exports yet: set up what instrument() would, minus this pipeline's own run
         # settings, which must not become every other pipeline's defaults.
         shared = {k: v for k, v in settings.items() if k not in RUN_SETTINGS}
-        handle = telemetry.instrument(**shared)
+        handle = setup.instrument(**shared)
     if handle is not None and handle.enabled:
         return handle.new_observer()
     return OtelObserver(**config.observer_settings())
+
+
+def _without_secrets(config: dict[str, Any] | None) -> dict[str, Any]:
+    """Remove secret settings from ondine's stored dict itself, before ondine forwards it."""
+    if not isinstance(config, dict):
+        return dict(config or {})
+    for name in [key for key in config if key in SECRET_SETTINGS]:
+        try:
+            observer_config({name: config[name]})
+        except ConfigError as refused:
+            report("with_observer('otel') settings", refused)
+        del config[name]
+    return dict(config)
 
 
 class NamedOtelObserver(LLMCallListener):
     """What ondine instantiates, once per run, for `with_observer("otel", config)`."""
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
-        super().__init__(config)
-        self._settings = dict(config or {})
+        settings = _without_secrets(config)
+        self._config = observer_config(settings)  # a bad value: ondine logs it, job runs on
+        super().__init__(settings)
+        self._settings = settings
         self._attached: tuple[Any, OtelObserver] | None = None
+        if not (sdk_disabled() or self._config.disabled):
+            lifecycle.install()
 
     @guarded("with_observer('otel') pipeline start")
     def on_pipeline_start(self, event: Any) -> None:
-        if sdk_disabled():
+        if sdk_disabled() or self._config.disabled:
             return
-        session_id = getattr(event, "run_id", None)
-        if ACTIVE_RUNS.get(session_id) is not None:
+        PENDING.put(getattr(event, "run_id", None), self)
+
+    def attach(self, pipeline: Any, context: Any) -> None:
+        """Trace this run through an OtelObserver on the pipeline, unless one already does."""
+        running = ACTIVE_RUNS.get(getattr(context, "session_id", None))
+        if running is not None and not running.finished:
             return  # the instrumentor (or an added OtelObserver) already traces this run
-        config = TelemetryConfig.from_settings(**self._settings)
-        if config.disabled:
+        if any(isinstance(o, OtelObserver) for o in getattr(pipeline, "observers", ())):
             return
-        pipeline = _running_pipeline(session_id)
-        if pipeline is None or any(isinstance(o, OtelObserver) for o in pipeline.observers):
-            return
-        attached = _observer_for(config, self._settings)
-        # Appended before ondine notifies its legacy observers, so ours hears the start too.
+        attached = _observer_for(self._config, self._settings)
         pipeline.observers.append(attached)
         self._attached = (pipeline, attached)
         call = calls.current()
         if call is not None:  # ondine skips close() on KeyboardInterrupt: detach then too
             call.cleanups.append(self.close)
+        attached.on_pipeline_start(pipeline, context)  # ondine's start hooks already ran
 
     @guarded("with_observer('otel') close")
     def close(self) -> None:
@@ -104,26 +110,17 @@ class NamedOtelObserver(LLMCallListener):
             pipeline.observers[:] = [o for o in pipeline.observers if o is not attached]
 
 
-def _validate_with_observer(
-    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """Check the `otel` config while the pipeline is being built (bad values fail here)."""
-    name = args[0] if args else kwargs.get("name")
-    config = args[1] if len(args) > 1 else kwargs.get("config")
-    if name == semconv.OBSERVER_NAME:
-        TelemetryConfig.from_settings(**dict(config or {}))
-    return wrapped(*args, **kwargs)
-
-
-_registered = False
+def attach_pending(pipeline: Any, context: Any) -> None:
+    """Called as the stages start: attach the named observer that saw this run begin."""
+    named = PENDING.pop(getattr(context, "session_id", None))
+    if named is not None:
+        try:
+            named.attach(pipeline, context)
+        except Exception as error:  # noqa: BLE001
+            report("attaching the with_observer('otel') observer", error)
 
 
 def register() -> None:
-    """Register `otel` with ondine (idempotent: the package may be imported twice)."""
-    global _registered
-    if _registered:
-        return
+    """Register `otel` with ondine (idempotent); the only thing importing ondine_otel does."""
     if not ObserverRegistry.is_registered(semconv.OBSERVER_NAME):
         observer(semconv.OBSERVER_NAME)(NamedOtelObserver)
-    wrap_function_wrapper(PipelineBuilder, "with_observer", _validate_with_observer)
-    _registered = True

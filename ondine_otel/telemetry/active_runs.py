@@ -8,7 +8,10 @@ Runs whose checkpoint is waiting to be resumed are kept here too, until the resu
 from __future__ import annotations
 
 import threading
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from ondine_otel.telemetry.run import RestoredCheckpoint, RunTelemetry
 
 T = TypeVar("T")
 
@@ -45,3 +48,15 @@ class Registry(Generic[T]):
     def values(self) -> list[T]:
         with self._lock:
             return list(self._items.values())
+
+
+#: Runs in flight, by session id.
+ACTIVE_RUNS: Registry[RunTelemetry] = Registry()
+#: Checkpoints just loaded by StateManager, waiting for their resumed run to start.
+PENDING_RESTORES: Registry[RestoredCheckpoint] = Registry()
+
+
+def finish_run(run: RunTelemetry, error: BaseException | None = None) -> None:
+    """End a run (idempotent) and forget it, whoever notices the end first."""
+    run.finish(error)
+    ACTIVE_RUNS.remove(run.session_id, run)

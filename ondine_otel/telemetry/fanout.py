@@ -17,8 +17,10 @@ class FanOut:
 
     def __init__(self, listeners: Sequence[RunListener]) -> None:
         self.listeners = tuple(listeners)
-        # Bound once: record_llm_call runs for every LLM call.
-        self._llm_calls = tuple(listener.record_llm_call for listener in self.listeners)
+        # Bound once: these run for every LLM call, unguarded here (the caller guards).
+        self.call_sinks = tuple(
+            sink for listener in self.listeners for sink in getattr(listener, "call_sinks", ())
+        )
 
     def _each(self, method: str, *args: Any, **kwargs: Any) -> None:
         for listener in self.listeners:
@@ -42,7 +44,3 @@ class FanOut:
 
     def checkpoint_saved(self, run: RunTelemetry, saved: bool) -> None:
         self._each("checkpoint_saved", run, saved)
-
-    def record_llm_call(self, **kwargs: Any) -> None:
-        for bound in self._llm_calls:
-            self._call(bound, **kwargs)

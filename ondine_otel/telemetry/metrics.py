@@ -13,7 +13,7 @@ import threading
 import time
 import weakref
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from opentelemetry import metrics
@@ -21,8 +21,10 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
 from ondine_otel.telemetry import semconv
+from ondine_otel.telemetry.aggregation import CallAggregates, CallKey
 from ondine_otel.telemetry.guard import report
 from ondine_otel.telemetry.labels import LabelLimiter
+from ondine_otel.telemetry.points import PointProducer
 from ondine_otel.telemetry.run import RunDelta, RunTelemetry
 from ondine_otel.version import __version__
 
@@ -95,35 +97,73 @@ class _RunLabels:
 
 
 Key = tuple[tuple[str, str], ...]
+#: Attribute sets of one call key: (duration, input tokens, output tokens).
+CallAttributes = tuple[dict[str, str], dict[str, str], dict[str, str]]
 
 
 def _key(attributes: dict[str, str]) -> Key:
     return tuple(sorted(attributes.items()))
 
 
+#: The active-run gauges (`run_id` label): name, unit, description, how to read one run.
+RUN_GAUGES: tuple[tuple[str, str, str, Callable[[RunTelemetry], float | None]], ...] = (
+    (semconv.METRIC_RUN_PROGRESS_RATIO, "", "Fraction of the active run's rows done (0..1)",
+     lambda run: _ratio(run)),
+    (semconv.METRIC_RUN_ROWS_DONE, "", "Rows the active run has done",
+     lambda run: run.snapshot().rows_processed),
+    (semconv.METRIC_RUN_ROWS_EXPECTED, "", "Rows the active run will process",
+     lambda run: run.snapshot().rows_total),
+    (semconv.METRIC_RUN_COST, "", "Spend of the active run (its session) so far, in USD",
+     lambda run: run.snapshot().cost_usd),
+    (semconv.METRIC_RUN_START, "s", "Unix time the active run started",
+     lambda run: run.start_wall),
+    (semconv.METRIC_RUN_BUDGET, "", "ondine's max_budget of the active run, in USD",
+     lambda run: run.budget_usd),
+)  # fmt: skip
+
+
+def _ratio(run: RunTelemetry) -> float:
+    now = run.snapshot()
+    if not now.rows_total:
+        return 0.0
+    return min(now.rows_processed / now.rows_total, 1.0)
+
+
 class OndineMetrics:
     """The instruments on one MeterProvider, and the accounting behind the observable ones.
 
     It is a RunListener: RunTelemetry tells it when runs start, end, checkpoint and finish
-    stages; `record_llm_call` is fed by the llm_call event observer.
+    stages, and hands it every LLM call (`record_call`).
+
+    `produced=True` is for a MeterProvider whose readers ondine-otel built: the GenAI
+    histograms and the active-run gauges are then not SDK instruments but points that
+    `ondine_otel.telemetry.points` builds when one of those readers collects (cheaper per call,
+    and no label set outlives its run). On a provider the application owns they are recorded
+    through the SDK.
     """
 
     def __init__(
-        self, meter_provider: MeterProvider | None = None, *, label_limit: int = 100
+        self,
+        meter_provider: MeterProvider | None = None,
+        *,
+        label_limit: int = 100,
+        produced: bool = False,
     ) -> None:
         provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
         meter = provider.get_meter(semconv.INSTRUMENTATION_NAME, __version__)
         self.labels = LabelLimiter(label_limit)
+        self.produced = produced
+        self.calls = CallAggregates(GENAI_DURATION_BUCKETS, GENAI_TOKEN_BUCKETS)
+        self.started_ns = time.time_ns()
+        self.points = PointProducer(self)
         self._lock = threading.Lock()
         self._active: dict[str, tuple[RunTelemetry, _RunLabels]] = {}
         # Finished runs' contributions, per counter and label set.
         self._retained: dict[str, dict[Key, float]] = defaultdict(lambda: defaultdict(float))
         self._pipelines: set[str] = set()
         self._last_success: dict[str, float] = {}
-        self._call_attributes: dict[
-            tuple[str | None, str | None, str | None],
-            tuple[dict[str, str], dict[str, str], dict[str, str]],
-        ] = {}
+        self._keys: dict[tuple[str | None, str, str | None], CallKey] = {}
+        self._call_attributes: dict[CallKey, CallAttributes] = {}
 
         counter = meter.create_observable_counter
         counter(semconv.METRIC_ROWS_PROCESSED, [_safe(self._rows_processed)], "{row}",
@@ -138,18 +178,11 @@ class OndineMetrics:
 
         gauge = meter.create_observable_gauge
         gauge(semconv.METRIC_RUNS_ACTIVE, [_safe(self._runs_active)], "", "Runs in progress")
-        gauge(semconv.METRIC_RUN_PROGRESS_RATIO, [_safe(self._per_run(self._ratio))], "",
-              "Fraction of the active run's rows done (0..1)")  # fmt: skip
-        gauge(semconv.METRIC_RUN_ROWS_DONE, [_safe(self._per_run(self._rows_done))], "",
-              "Rows the active run has done")  # fmt: skip
-        gauge(semconv.METRIC_RUN_ROWS_EXPECTED, [_safe(self._per_run(self._rows_expected))], "",
-              "Rows the active run will process")  # fmt: skip
-        gauge(semconv.METRIC_RUN_COST, [_safe(self._per_run(self._run_cost))], "",
-              "Spend of the active run (its session) so far, in USD")  # fmt: skip
-        gauge(semconv.METRIC_RUN_START, [_safe(self._per_run(self._run_start))], "s",
-              "Unix time the active run started")  # fmt: skip
         gauge(semconv.METRIC_LAST_SUCCESS, [_safe(self._last_success_cb)], "s",
               "Unix time of the last successful run")  # fmt: skip
+        if not produced:
+            for name, unit, description, read in RUN_GAUGES:
+                gauge(name, [_safe(self._per_run(read))], unit, description)
 
         self._runs = meter.create_counter(semconv.METRIC_RUNS, "{run}", "Finished runs")
         self._checkpoints = meter.create_counter(
@@ -163,14 +196,15 @@ class OndineMetrics:
             semconv.METRIC_STAGE_DURATION, "s", "Per-stage wall time",
             explicit_bucket_boundaries_advisory=RUN_DURATION_BUCKETS,
         )  # fmt: skip
-        self._genai_duration = meter.create_histogram(
-            semconv.METRIC_GENAI_DURATION, "s", "GenAI operation duration",
-            explicit_bucket_boundaries_advisory=GENAI_DURATION_BUCKETS,
-        )  # fmt: skip
-        self._genai_tokens = meter.create_histogram(
-            semconv.METRIC_GENAI_TOKENS, "{token}", "Number of input and output tokens used",
-            explicit_bucket_boundaries_advisory=GENAI_TOKEN_BUCKETS,
-        )  # fmt: skip
+        if not produced:
+            self._genai_duration = meter.create_histogram(
+                semconv.METRIC_GENAI_DURATION, "s", GENAI_DURATION_DESCRIPTION,
+                explicit_bucket_boundaries_advisory=GENAI_DURATION_BUCKETS,
+            )  # fmt: skip
+            self._genai_tokens = meter.create_histogram(
+                semconv.METRIC_GENAI_TOKENS, "{token}", GENAI_TOKENS_DESCRIPTION,
+                explicit_bucket_boundaries_advisory=GENAI_TOKEN_BUCKETS,
+            )  # fmt: skip
 
     # --- RunListener -------------------------------------------------------------------
     def run_started(self, run: RunTelemetry) -> None:
@@ -178,6 +212,12 @@ class OndineMetrics:
         with self._lock:
             self._active[run.session_id] = (run, labels)
             self._pipelines.add(labels.pipeline)
+        # Alerts use increase(): a series born at 1 on the first failure shows no increase, so
+        # every outcome exists at 0 from the pipeline's first run.
+        for status in ("success", "error"):
+            self._runs.add(0, {**labels.base, semconv.LABEL_STATUS: status})
+        for status in ("saved", "failed"):
+            self._checkpoints.add(0, {**labels.base, semconv.LABEL_STATUS: status})
 
     def run_finished(self, run: RunTelemetry, status: str, duration_s: float) -> None:
         with self._lock:
@@ -209,53 +249,59 @@ class OndineMetrics:
         )
 
     # --- GenAI -----------------------------------------------------------------------------
-    def record_llm_call(
+    def record_call(
         self,
-        *,
         provider: str | None,
-        model: str | None,
+        model: str,
+        error_type: str | None,
         duration_s: float,
         input_tokens: int | None,
         output_tokens: int | None,
-        error_type: str | None = None,
     ) -> None:
-        """One LLM call, with the GenAI semconv attributes (model label capped like the rest).
+        """One LLM call (a `CallSink`); called once per row, so both paths do the least they can.
 
-        Called once per row: the attribute sets are built once per (provider, model, error)
-        and reused, since the SDK's per-record cost grows with the work done on attributes.
+        The produced path does a few bisects; the SDK path three records with attribute sets
+        built once per key. The model label is capped like every other model label.
         """
-        key = (provider, model, error_type)
-        attributes = self._call_attributes.get(key)
-        if attributes is None:
-            attributes = self._build_call_attributes(provider, model, error_type)
-            if len(self._call_attributes) >= _CALL_ATTRIBUTE_CACHE:
-                self._call_attributes.clear()  # keyed by raw names, which are unbounded
-            self._call_attributes[key] = attributes
-        base, as_input, as_output = attributes
-        self._genai_duration.record(duration_s if duration_s > 0 else 0.0, base)
+        key = self._keys.get((provider, model, error_type))
+        if key is None:
+            key = self._call_key(provider, model, error_type)
+        if duration_s < 0:
+            duration_s = 0.0
+        if self.produced:
+            self.calls.record(key, duration_s, input_tokens, output_tokens)
+            return
+        base, as_input, as_output = self._call_attributes.get(key) or call_attributes(key)
+        self._genai_duration.record(duration_s, base)
         if error_type is None:
             if input_tokens is not None:
                 self._genai_tokens.record(input_tokens, as_input)
             if output_tokens is not None:
                 self._genai_tokens.record(output_tokens, as_output)
 
-    def _build_call_attributes(
-        self, provider: str | None, model: str | None, error_type: str | None
-    ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
-        base: dict[str, str] = {
-            semconv.GEN_AI_OPERATION_NAME: semconv.SPAN_LLM_OPERATION,
-            semconv.GEN_AI_PROVIDER_NAME: provider or _UNKNOWN,
-            semconv.GEN_AI_REQUEST_MODEL: self.labels.model(model or _UNKNOWN),
-        }
-        if error_type:
-            base[semconv.ERROR_TYPE] = error_type
-        return (
-            base,
-            {**base, semconv.GEN_AI_TOKEN_TYPE: "input"},
-            {**base, semconv.GEN_AI_TOKEN_TYPE: "output"},
-        )
+    def _call_key(self, provider: str | None, model: str, error_type: str | None) -> CallKey:
+        key: CallKey = (provider or _UNKNOWN, self.labels.model(model or _UNKNOWN), error_type)
+        if len(self._keys) >= _CALL_ATTRIBUTE_CACHE:  # keyed by raw names, which are unbounded
+            self._keys.clear()
+            self._call_attributes.clear()
+        self._call_attributes[key] = call_attributes(key)
+        self._keys[(provider, model, error_type)] = key
+        return key
+
+    @property
+    def call_sinks(self) -> tuple[Any, ...]:
+        return (self.record_call,)
 
     # --- accounting ------------------------------------------------------------------------
+    def active_runs(self) -> list[tuple[RunTelemetry, dict[str, str]]]:
+        """Each active run with its `pipeline` and `run_id` labels (for per-run gauges)."""
+        with self._lock:
+            active = list(self._active.values())
+        return [
+            (run, {semconv.LABEL_PIPELINE: labels.pipeline, semconv.LABEL_RUN_ID: labels.run_id})
+            for run, labels in active
+        ]
+
     def _labels_of(self, run: RunTelemetry) -> _RunLabels:
         with self._lock:
             entry = self._active.get(run.session_id)
@@ -307,51 +353,47 @@ class OndineMetrics:
             items = list(self._last_success.items())
         return [Observation(ts, {semconv.LABEL_PIPELINE: p}) for p, ts in items]
 
-    def _per_run(self, read: Any) -> Any:
+    def _per_run(self, read: Callable[[RunTelemetry], float | None]) -> Any:
         """A gauge callback reporting `read(run)` for each active run, labelled with run_id."""
 
         def callback(options: CallbackOptions) -> list[Observation]:
-            with self._lock:
-                active = list(self._active.values())
             return [
-                Observation(
-                    read(run),
-                    {semconv.LABEL_PIPELINE: labels.pipeline, semconv.LABEL_RUN_ID: labels.run_id},
-                )
-                for run, labels in active
+                Observation(value, labels)
+                for run, labels in self.active_runs()
+                if (value := read(run)) is not None
             ]
 
         return callback
 
-    @staticmethod
-    def _ratio(run: RunTelemetry) -> float:
-        now = run.snapshot()
-        if not now.rows_total:
-            return 0.0
-        return min(now.rows_processed / now.rows_total, 1.0)
 
-    @staticmethod
-    def _rows_done(run: RunTelemetry) -> int:
-        return run.snapshot().rows_processed
+GENAI_DURATION_DESCRIPTION = "GenAI operation duration"
+GENAI_TOKENS_DESCRIPTION = "Number of input and output tokens used"
 
-    @staticmethod
-    def _rows_expected(run: RunTelemetry) -> int:
-        return run.snapshot().rows_total
 
-    @staticmethod
-    def _run_cost(run: RunTelemetry) -> float:
-        return run.snapshot().cost_usd
-
-    @staticmethod
-    def _run_start(run: RunTelemetry) -> float:
-        return run.start_wall
+def call_attributes(key: CallKey) -> CallAttributes:
+    """The GenAI semconv attribute sets of a call key: (duration, input tokens, output tokens)."""
+    provider, model, error_type = key
+    base: dict[str, str] = {
+        semconv.GEN_AI_OPERATION_NAME: semconv.SPAN_LLM_OPERATION,
+        semconv.GEN_AI_PROVIDER_NAME: provider,
+        semconv.GEN_AI_REQUEST_MODEL: model,
+    }
+    if error_type:
+        base[semconv.ERROR_TYPE] = error_type
+    return (
+        base,
+        {**base, semconv.GEN_AI_TOKEN_TYPE: "input"},
+        {**base, semconv.GEN_AI_TOKEN_TYPE: "output"},
+    )
 
 
 _BY_PROVIDER: weakref.WeakKeyDictionary[Any, OndineMetrics] = weakref.WeakKeyDictionary()
 _BY_PROVIDER_LOCK = threading.Lock()
 
 
-def metrics_for(meter_provider: MeterProvider | None, *, label_limit: int = 100) -> OndineMetrics:
+def metrics_for(
+    meter_provider: MeterProvider | None, *, label_limit: int = 100, produced: bool = False
+) -> OndineMetrics:
     """The one OndineMetrics of a MeterProvider (its label limit is the first one asked for).
 
     Instruments are registered once per provider however often instrumentation is switched on
@@ -361,6 +403,6 @@ def metrics_for(meter_provider: MeterProvider | None, *, label_limit: int = 100)
     with _BY_PROVIDER_LOCK:
         found = _BY_PROVIDER.get(provider)
         if found is None:
-            found = OndineMetrics(provider, label_limit=label_limit)
+            found = OndineMetrics(provider, label_limit=label_limit, produced=produced)
             _BY_PROVIDER[provider] = found
         return found

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode, TraceFlags, Tracer
+from opentelemetry.trace import Link, Span, SpanContext, TraceFlags, Tracer
 
 from ondine_otel.telemetry import ids, semconv, snapshot
 from ondine_otel.telemetry.guard import report
+from ondine_otel.telemetry.llm_calls import LLMCalls
 from ondine_otel.telemetry.tracing import (
     parent_context,
     record_error,
@@ -70,17 +72,6 @@ class RunListener(Protocol):
 
     def checkpoint_saved(self, run: RunTelemetry, saved: bool) -> None: ...
 
-    def record_llm_call(
-        self,
-        *,
-        provider: str | None,
-        model: str | None,
-        duration_s: float,
-        input_tokens: int | None,
-        output_tokens: int | None,
-        error_type: str | None = None,
-    ) -> None: ...
-
 
 @dataclass
 class _Stage:
@@ -105,10 +96,13 @@ class RunTelemetry:
         provider: str | None = None,
         model: str | None = None,
         progress_interval: float = 5.0,
-        llm_span_limit: int = 1000,
+        llm_span_limit: int = 100,
+        llm_error_span_limit: int = 100,
+        llm_span_rate: float = 1.0,
         capture_content: bool = False,
         listener: RunListener | None = None,
         restored: RestoredCheckpoint | None = None,
+        budget_usd: float | None = None,
     ) -> None:
         self.context = context
         self.owner = owner
@@ -122,12 +116,18 @@ class RunTelemetry:
         self._start_mono = time.monotonic()
         # What ondine carried in from a checkpoint is not this run's work.
         self.baseline = snapshot.take(context)
-        self.llm_span_limit = llm_span_limit
-        self.capture_content = capture_content
-        self.llm_spans_emitted = 0
-        self.call_identities: dict[tuple[str, Any], tuple[str | None, str]] = {}
-        self.llm_spans_dropped = 0
+        self.budget_usd = budget_usd
         self.tracer = tracer
+        self.llm = LLMCalls(
+            tracer,
+            getattr(listener, "call_sinks", ()),
+            provider=provider,
+            model=model,
+            first_n=llm_span_limit,
+            error_limit=llm_error_span_limit,
+            rate=llm_span_rate,
+            capture_content=capture_content,
+        )
         self._progress_interval = progress_interval
         self._last_progress = -float("inf")
         self._stage: _Stage | None = None
@@ -135,6 +135,10 @@ class RunTelemetry:
         self._run_token: object | None = None
         self._lock = threading.Lock()
         self._finished = False
+        self._cleanups: dict[object, Callable[[], None]] = {}
+        #: Set when the run was interrupted where no execute() wrapper can end it: the
+        #: checkpoint ondine saves next ends it instead (after recording its event).
+        self.end_after_checkpoint: BaseException | None = None
         self.span = self._start_run_span()
 
     # --- start -------------------------------------------------------------------------
@@ -284,14 +288,16 @@ class RunTelemetry:
         if self.listener is not None:
             self.listener.stage_finished(self, stage.name, status, time.monotonic() - stage.started)
 
-    def admit_llm_span(self) -> bool:
-        """Whether one more LLM call span fits under the per-run cap (counts the dropped ones)."""
+    def add_cleanup(self, key: object, action: Callable[[], None]) -> None:
+        """Something to undo when the stage that did it ends, or at the latest with the run."""
         with self._lock:
-            if self.llm_spans_emitted < self.llm_span_limit:
-                self.llm_spans_emitted += 1
-                return True
-            self.llm_spans_dropped += 1
-            return False
+            self._cleanups[key] = action
+
+    def run_cleanup(self, key: object) -> None:
+        with self._lock:
+            action = self._cleanups.pop(key, None)
+        if action is not None:
+            _quietly("undoing a stage's instrumentation", action)
 
     @property
     def current_span(self) -> Span:
@@ -345,8 +351,11 @@ class RunTelemetry:
             if self._finished:
                 return False
             self._finished = True
+            cleanups, self._cleanups = list(self._cleanups.values()), {}
             if self._stage is not None:
                 self._end_stage(self._stage, error=error, status="error" if error else "unknown")
+        for action in cleanups:
+            _quietly("undoing a stage's instrumentation", action)
         final = snapshot.take(self.context)
         stats = _stats(self.context)
         duration = time.monotonic() - self._start_mono
@@ -365,14 +374,12 @@ class RunTelemetry:
                     semconv.ATTR_TOKENS_OUTPUT: final.tokens_output,
                     semconv.ATTR_TOKENS_TOTAL: final.tokens_total,
                     semconv.ATTR_ROWS_PER_SECOND: float(rows_per_second),
-                    semconv.ATTR_LLM_SPANS_DROPPED: self.llm_spans_dropped,
+                    semconv.ATTR_LLM_SPANS_DROPPED: self.llm.dropped,
                 }
             )
         )
-        if error is not None:
+        if error is not None:  # success leaves the status UNSET (semantic conventions)
             record_error(self.span, error)
-        else:
-            self.span.set_status(Status(StatusCode.OK))
         if self._run_token is not None:
             _detach(self._run_token)
             self._run_token = None
@@ -407,6 +414,13 @@ def _stats(context: Any) -> Any:
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _quietly(site: str, action: Callable[[], None]) -> None:
+    try:
+        action()
+    except Exception as error:  # noqa: BLE001
+        report(site, error)
 
 
 def _end(span: Span) -> None:

@@ -85,6 +85,7 @@ METRIC_RUN_ROWS_EXPECTED = "ondine.run.rows.expected"  # ondine_run_rows_expecte
 METRIC_RUN_COST = "ondine.run.cost.usd"  # ondine_run_cost_usd
 METRIC_RUN_START = "ondine.run.start.timestamp"  # ondine_run_start_timestamp_seconds (unit s)
 METRIC_LAST_SUCCESS = "ondine.last_success.timestamp"  # ondine_last_success_timestamp_seconds
+METRIC_RUN_BUDGET = "ondine.run.budget.usd"  # ondine_run_budget_usd
 METRIC_GENAI_DURATION = (
     "gen_ai.client.operation.duration"  # gen_ai_client_operation_duration_seconds
 )
@@ -108,6 +109,7 @@ PROMETHEUS_NAMES: tuple[str, ...] = (
     "ondine_run_cost_usd",
     "ondine_run_start_timestamp_seconds",
     "ondine_last_success_timestamp_seconds",
+    "ondine_run_budget_usd",
     "gen_ai_client_operation_duration_seconds",
     "gen_ai_client_token_usage",
 )

@@ -277,7 +277,7 @@ def test_captured_content_is_redacted(
 def test_llm_spans_are_capped_per_run_but_histograms_count_every_call(
     rig_factory: Any, tmp_path: Path
 ) -> None:
-    rig: Rig = rig_factory(llm_span_limit=5)
+    rig: Rig = rig_factory(llm_span_limit=5, llm_span_rate=0)
     df = reviews(*(f"Review number {index} is great" for index in range(20)))
     build_demo_pipeline(df, checkpoint_dir=tmp_path).execute()
     spans = rig.finished()

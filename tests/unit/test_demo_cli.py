@@ -130,7 +130,12 @@ def test_demo_prints_metrics_summary_with_ondines_spend(
     assert _summary_value(out, "rows processed") == "40"
     assert _summary_value(out, "rows skipped") != "0"
     assert _summary_value(out, "runs · success") == "1"
-    assert _summary_value(out, "LLM calls") == f"{expected.output_tokens:,}"  # 1 token/answer
+    # Every call is counted, failed ones too (1 output token per successful answer).
+    calls = re.search(r"^\s*LLM calls\s+([\d,]+) \(([\d,]+) failed\)", out, re.MULTILINE)
+    assert calls, out
+    succeeded, failed = int(calls[1].replace(",", "")), int(calls[2].replace(",", ""))
+    assert failed > 0
+    assert succeeded - failed == expected.output_tokens
     assert _summary_value(out, "throughput").replace(",", "").isdigit()
 
 
@@ -174,7 +179,7 @@ def test_demo_serves_prometheus_metrics_then_frees_the_port(
                 time.sleep(0.02)
                 continue
             scrapes.append(text)
-            if _series_value(text, "ondine_runs_total") is not None:
+            if _series_value(text, "ondine_run_duration_seconds_count") is not None:
                 return
             time.sleep(0.02)
 

@@ -51,7 +51,7 @@ def test_one_run_is_one_trace_with_ondine_ids(
     assert run.kind is SpanKind.INTERNAL
     assert run.context.trace_id == uuid.UUID(spy.trace_id_at_start).int
     assert run.context.span_id == uuid.UUID(spy.span_id_at_start).int & (2**64 - 1)
-    assert run.status.status_code is StatusCode.OK
+    assert run.status.status_code is StatusCode.UNSET  # success: UNSET (semconv)
 
     stages = stages_of(spans, run)
     assert [s.attributes[semconv.ATTR_STAGE_NAME] for s in stages] == spy.stages
@@ -311,7 +311,7 @@ def test_a_failing_span_processor_does_not_change_the_result(tmp_path: Path) -> 
         instrumentor.uninstrument()
     pd.testing.assert_frame_equal(_frame(actual.data), _frame(expected.data))
     assert actual.costs.total_cost == expected.costs.total_cost
-    assert only_run(exporter.get_finished_spans()).status.status_code is StatusCode.OK
+    assert only_run(exporter.get_finished_spans()).status.status_code is StatusCode.UNSET
 
 
 def _frame(data: Any) -> pd.DataFrame:

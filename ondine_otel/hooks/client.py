@@ -1,0 +1,141 @@
+"""The LLMInvocation stage's client, wrapped for the stage's duration: every call, failed too.
+
+ondine's `llm_call` events come only from its LiteLLM client, only for successful calls, and
+cost ~16 µs each to build. Wrapping the client's async call methods (ondine's sync methods call
+them through `asyncio.run`, so wrapping both would count twice) sees every call of any client,
+for ~1 µs. The wrapper finds its run in the OTel context, which each row's asyncio task copies
+from the stage, so one client shared by pipelines in several threads is safe. The methods are
+set on the instance and removed again at stage end: the class is never touched.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Callable
+from time import time_ns
+from typing import Any
+
+from ondine_otel.telemetry.guard import report
+from ondine_otel.telemetry.run import current_run
+
+_METHODS = ("ainvoke", "structured_invoke_async")
+_MISSING = object()
+
+
+class _Patch:
+    """One wrapped client: how many stages use it, and what its instance had before."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.users = 0
+        self.saved: dict[str, Any] = {}
+
+
+_patches: dict[int, _Patch] = {}
+_lock = threading.Lock()
+
+
+def _traced(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def traced(*args: Any, **kwargs: Any) -> Any:
+        run = current_run()
+        if run is None or run.finished:
+            return await original(*args, **kwargs)
+        start = time_ns()
+        try:
+            response = await original(*args, **kwargs)
+        except Exception as error:
+            try:
+                run.llm.failed(start, time_ns(), error, args, kwargs)
+            except Exception as failure:  # noqa: BLE001 - the call's own error must propagate
+                report("recording a failed LLM call", failure)
+            raise
+        try:
+            run.llm.succeeded(start, time_ns(), response, args, kwargs)
+        except Exception as failure:  # noqa: BLE001
+            report("recording an LLM call", failure)
+        return response
+
+    traced.__ondine_otel_wrapped__ = True  # type: ignore[attr-defined]
+    return traced
+
+
+def wrap(client: Any) -> bool:
+    """Wrap `client`'s async call methods (once however many stages share it); False if not."""
+    with _lock:
+        patch = _patches.get(id(client))
+        if patch is None or patch.client is not client:
+            patch = _Patch(client)
+            instance = getattr(client, "__dict__", None)
+            if not isinstance(instance, dict):
+                return False  # no instance dict (slots): cannot wrap without touching the class
+            for name in _METHODS:
+                method = getattr(client, name, None)
+                if method is None or not inspect.iscoroutinefunction(method):
+                    continue
+                patch.saved[name] = instance.get(name, _MISSING)
+                setattr(client, name, _traced(method))
+            if not patch.saved:
+                return False
+            _patches[id(client)] = patch
+        patch.users += 1
+        return True
+
+
+def unwrap(client: Any) -> None:
+    """Undo one `wrap`; the last user puts the instance back as it was."""
+    with _lock:
+        patch = _patches.get(id(client))
+        if patch is None or patch.client is not client:
+            return
+        patch.users -= 1
+        if patch.users > 0:
+            return
+        del _patches[id(client)]
+        for name, before in patch.saved.items():
+            try:
+                if before is _MISSING:
+                    delattr(client, name)
+                else:
+                    setattr(client, name, before)
+            except AttributeError as error:
+                report("unwrapping an LLM client", error)
+
+
+def is_wrapped(client: Any) -> bool:
+    with _lock:
+        patch = _patches.get(id(client))
+        return patch is not None and patch.client is client
+
+
+def mute_own_events(llm_client: Any) -> Callable[[], None]:
+    """Stop ondine building `llm_call` events nobody but us would hear; returns the undo.
+
+    ondine builds an LLMCallEvent per call (~16 µs) whenever its client has a dispatcher, as it
+    has for a `with_observer("otel")` pipeline. While the client is wrapped the wrapper records
+    each call, so if every listener on that dispatcher is ours it is detached for the stage.
+    """
+    from ondine_otel.hooks.llm_events import LLMCallListener
+
+    dispatcher = getattr(llm_client, "_observer_dispatcher", None)
+    listeners = getattr(dispatcher, "observers", None)
+    if (
+        dispatcher is None
+        or not isinstance(listeners, list)
+        or not listeners
+        or not all(isinstance(listener, LLMCallListener) for listener in listeners)
+    ):
+        return _nothing
+    llm_client._observer_dispatcher = None
+
+    def restore() -> None:
+        if getattr(llm_client, "_observer_dispatcher", None) is None:
+            llm_client._observer_dispatcher = dispatcher
+
+    return restore
+
+
+def _nothing() -> None:
+    pass
