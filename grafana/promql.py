@@ -62,9 +62,9 @@ RUN_KEY = f"{PIPELINE}, {RUN_ID}"
 def selector(*matchers: str, model: str | None = None, **equal: str) -> str:
     """`{job="$job",pipeline=~"$pipeline",...}`: every ondine series is filtered by source.
 
-    `matchers` are extra raw matchers (`error_type!=""`); `model` names the label that carries
-    the model (`model` on ondine counters,
-    `gen_ai_request_model` on the GenAI histograms, which have no pipeline label).
+    `matchers` are extra raw matchers (`error_type!=""`). `model` names the label that carries
+    the model: `model` on ondine counters, `gen_ai_request_model` on the GenAI histograms
+    (which have no pipeline label, so they are not filtered by pipeline).
     """
     parts = [f'{JOB}="$job"']
     if model != GENAI_MODEL:

@@ -119,7 +119,7 @@ def build() -> g.Json:
                   "a crash or an interrupt); the span's exception event says why.",
                   QUERIES["failed"]),
         run_table("Slowest runs", "Runs longer than $min_run_duration, longest first.",
-                  QUERIES["slowest"], sort_by="traceDuration"),
+                  QUERIES["slowest"], sort_by="Duration"),
         run_table("Runs with failed or skipped rows", "Runs that finished but lost rows: "
                   "ondine.rows.failed or ondine.rows.skipped above 0 on the run span.",
                   QUERIES["failing_rows"]),
