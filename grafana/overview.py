@@ -185,7 +185,7 @@ def build(limits: Thresholds) -> g.Json:
         ),
     )
     budget_ratio = f"({q.projected_cost()}) / on ({q.RUN_KEY}) {q.per_run(q.RUN_BUDGET)}"
-    grid.add(g.row("Active runs"))
+    grid.add(g.row("Progress and budget"))
     grid.add(active_runs_table())
     grid.add(
         g.bargauge(
