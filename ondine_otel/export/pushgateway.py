@@ -36,6 +36,7 @@ from prometheus_client.exposition import (
 )
 from prometheus_client.metrics_core import Metric
 
+from ondine_otel.config import DEFAULTS
 from ondine_otel.export.registry import filtered
 from ondine_otel.telemetry import semconv
 from ondine_otel.telemetry.guard import report
@@ -74,7 +75,7 @@ class PushgatewayPusher:
         registry: CollectorRegistry,
         *,
         pipeline_label: Callable[[str], str],
-        interval: float = 15.0,
+        interval: float = DEFAULTS["push_interval"],
         username: str | None = None,
         password: str | None = None,
         timeout: float = 5.0,
