@@ -30,14 +30,18 @@ def select(*attributes: str) -> str:
     return "select(" + ", ".join(f'span."{a}"' for a in attributes) + ")"
 
 
-def runs(*conditions: str) -> str:
-    """Run spans of the selected pipelines that meet `conditions`, with the run's numbers."""
-    return "{ " + " && ".join((RUN, PIPELINE, *conditions)) + " } | " + select(*RUN_COLUMNS)
+def runs(*conditions: str, newest: bool = False) -> str:
+    """Run spans of the selected pipelines that meet `conditions`, with the run's numbers.
+
+    `newest` asks Tempo (2.7+) for the most recent matches instead of the first found.
+    """
+    query = "{ " + " && ".join((RUN, PIPELINE, *conditions)) + " } | " + select(*RUN_COLUMNS)
+    return query + " with (most_recent=true)" if newest else query
 
 
 QUERIES: dict[str, str] = {
-    "recent": runs(),
-    "failed": runs("status = error"),
+    "recent": runs(newest=True),
+    "failed": runs("status = error", newest=True),
     "slowest": runs("duration > $min_run_duration"),
     "failing_rows": runs(
         f'(span."{semconv.ATTR_ROWS_FAILED}" > 0 || span."{semconv.ATTR_ROWS_SKIPPED}" > 0)'

@@ -399,6 +399,26 @@ def test_provisioned_data_sources_and_dashboard_provider() -> None:
     assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
 
 
+def test_the_deploy_stack_provisions_these_files_as_they_expect() -> None:
+    """Mount points, Grafana version, service names and scrape interval agree with the stack."""
+    compose = yaml.safe_load((ROOT / "deploy/docker-compose.yml").read_text())["services"]
+    grafana = compose["grafana"]
+    assert "../grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
+    provider = yaml.safe_load(PROVIDER.read_text())["providers"][0]
+    assert f"../grafana/dashboards:{provider['options']['path']}:ro" in grafana["volumes"]
+    major = int(grafana["image"].rsplit(":", 1)[1].split(".")[0])
+    assert major >= 12, grafana["image"]  # schemaVersion 41 is Grafana 12's
+    sources = yaml.safe_load(DATASOURCES.read_text())["datasources"]
+    for source in sources:  # http://<service>:<port>
+        service = source["url"].split("//")[1].split(":")[0]
+        assert service in compose, source["url"]
+    prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    prom_source = next(s for s in sources if s["type"] == "prometheus")
+    assert prom_source["jsonData"]["timeInterval"] == prometheus["global"]["scrape_interval"]
+    home = grafana["environment"].get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH", "")
+    assert not home or Path(home).name in {p.name for p in DASHBOARDS.values()}, home
+
+
 # --- live: every Prometheus query on data from a real job, scraped and pushed -----------
 
 PIPELINE = "dash-nightly"
