@@ -53,6 +53,7 @@ class SignalHandler:
         self._flush = flush
         self._timeout = timeout
         self._previous: dict[int, Handler] = {}
+        self._handling = False
 
     def _install(self, signums: tuple[int, ...]) -> None:
         for signum in signums:
@@ -76,6 +77,11 @@ class SignalHandler:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         previous = self._previous.get(signum, signal.SIG_DFL)
         chained = callable(previous)
+        if self._handling and not chained:  # signalled again while flushing: stop now
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self._handling = True
         worker = threading.Thread(
             target=self._end_and_flush,
             args=(signum, not chained),
@@ -85,6 +91,7 @@ class SignalHandler:
         worker.start()
         worker.join(timeout=self._timeout + 0.5)
         if chained:
+            self._handling = False  # the application goes on: a later signal starts afresh
             previous(signum, frame)  # type: ignore[misc,operator]
             return
         self.uninstall()
