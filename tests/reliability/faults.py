@@ -314,3 +314,53 @@ def _pump(source: socket.socket, target: socket.socket) -> None:
         for sock in (source, target):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+class DelayingProxy:
+    """Forwards TCP connections to a real local server, each after `delay` seconds.
+
+    HTTP clients such as the Pushgateway pusher open one connection per request, so this is a
+    real server that answers `delay` seconds late, with its real replies.
+    """
+
+    def __init__(self, upstream_port: int, delay: float) -> None:
+        self._upstream = upstream_port
+        self.delay = delay
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self._sock.settimeout(0.1)
+        self.port = int(self._sock.getsockname()[1])
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="delaying-proxy", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            threading.Thread(target=self._forward, args=(client,), daemon=True).start()
+
+    def _forward(self, client: socket.socket) -> None:
+        if self._stop.wait(self.delay):
+            client.close()
+            return
+        upstream = socket.create_connection(("127.0.0.1", self._upstream), timeout=10)
+        for source, target in ((client, upstream), (upstream, client)):
+            threading.Thread(target=_pump, args=(source, target), daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
+
+    def __enter__(self) -> DelayingProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.reliability import faults, jobs
 from tests.reliability.conftest import Figures
+from tests.support.services import Service
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
 SHUTDOWN_TIMEOUT_S = 5.0
-REPETITIONS = 2
+REPETITIONS = 3
 
 _PORT_CHILD = """
 import ondine_otel
@@ -45,13 +48,13 @@ try:
         .with_observer("otel", {"prometheus_port": port, "prometheus_host": "127.0.0.1"})
         .build()
     )
-    pipeline.execute()
-except ondine_otel.ConfigError as error:
-    errors["with_observer"] = str(error)
+    result = pipeline.execute()
+    rows = len(frame_of(result)["sentiment"])
 except Exception as error:
-    errors["with_observer"] = "not a ConfigError: " + repr(error)
+    errors["with_observer"] = repr(error)
+    rows = 0
 seconds["with_observer"] = time.perf_counter() - started
-report(errors=errors, seconds=seconds,
+report(errors=errors, seconds=seconds, rows=rows, logs=LOG_RECORDS,
        tracer=type(__import__("opentelemetry").trace.get_tracer_provider()).__name__)
 """
 
@@ -60,16 +63,21 @@ def test_prometheus_port_in_use_is_a_clear_setup_error(figures: Figures) -> None
     with faults.busy_port() as port:
         result = jobs.run(_PORT_CHILD.replace("sys.argv[1]", str(port)))
     errors, seconds = result["errors"], result["seconds"]
+    named = [r["text"] for r in result["logs"] if "prometheus_port" in r["text"]]
     figures.record(
-        "Prometheus port already in use (instrument() and with_observer)",
-        "ConfigError at set-up naming prometheus_port / OTEL_EXPORTER_PROMETHEUS_PORT",
-        "fails before the job starts; nothing installed, no port held",
-        "error after " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in seconds.items()),
+        "Prometheus port already in use",
+        "instrument(): ConfigError naming prometheus_port / OTEL_EXPORTER_PROMETHEUS_PORT; "
+        "with_observer (set up inside execute()): one warning naming it, the job runs",
+        "fails before the job starts; nothing installed; never breaks a job",
+        f"instrument() raised after {seconds['instrument'] * 1000:.0f} ms; with_observer job "
+        f"{result['rows']}/3 rows, {len(named)} warning naming the setting",
     )
-    assert set(errors) == {"instrument", "with_observer"}, errors
-    for text in errors.values():
-        assert "prometheus_port" in text and str(port) in text, text
+    assert set(errors) == {"instrument"}, errors
+    assert "prometheus_port" in errors["instrument"] and str(port) in errors["instrument"]
     assert result["tracer"] == "ProxyTracerProvider"
+    # ondine builds named observers inside execute(): raising there would kill the job.
+    assert result["rows"] == 3
+    assert len(named) == 1 and str(port) in named[0], result["logs"]
 
 
 _PUSH_CHILD = f"""
@@ -85,12 +93,16 @@ def job():
 
 job()  # warm-up
 walls, shutdowns, outputs = {{"none": [], "push": []}}, [], []
+common = dict(traces_exporter="none", prometheus_port=0, prometheus_host="127.0.0.1",
+              reconfigure=True)
 for rep in range({REPETITIONS}):
+    # The same metrics set-up without a Pushgateway, then with the bad one.
+    handle = ondine_otel.instrument(**common)
     wall, result = job()
     walls["none"].append(wall)
     outputs.append(frame_of(result))
-    handle = ondine_otel.instrument(pushgateway_url=gateway, traces_exporter="none",
-                                    metrics_exporter="none")
+    handle.shutdown(timeout=1)
+    handle = ondine_otel.instrument(pushgateway_url=gateway, **common)
     wall, result = job()
     walls["push"].append(wall)
     outputs.append(frame_of(result))
@@ -103,16 +115,28 @@ report(walls=walls, shutdowns=shutdowns, same=all(o == outputs[0] for o in outpu
 
 
 @contextlib.contextmanager
-def _gateway(fault: str) -> Iterator[tuple[str, Any]]:
+def _gateway(fault: str, request: pytest.FixtureRequest) -> Iterator[tuple[str, Any]]:
     if fault == "refused":
         with faults.refusing_port() as port:
             yield f"http://127.0.0.1:{port}", None
     elif fault == "unavailable":
         with faults.HttpFaultServer(503) as failing:
             yield failing.endpoint, failing
-    else:
-        with faults.HttpFaultServer(200, delay=2.0) as slow:
-            yield slow.endpoint, slow
+    else:  # a real Pushgateway that answers every request 2 s late
+        gateway: Service = request.getfixturevalue("pushgateway")
+        with faults.DelayingProxy(gateway.port, delay=2.0) as slow:
+            yield slow.endpoint, gateway
+
+
+def _pushed_runs(gateway: Service) -> float:
+    with urllib.request.urlopen(f"{gateway.url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "ondine_runs_total" and sample.labels.get("status") == "success"
+    )
 
 
 _NAMES = {
@@ -123,10 +147,17 @@ _NAMES = {
 
 
 @pytest.mark.parametrize("fault", ["refused", "unavailable", "slow"])
-def test_a_bad_pushgateway_costs_the_job_nothing(fault: str, figures: Figures) -> None:
-    with _gateway(fault) as (url, server):
+def test_a_bad_pushgateway_costs_the_job_nothing(
+    fault: str, figures: Figures, request: pytest.FixtureRequest
+) -> None:
+    with _gateway(fault, request) as (url, server):
         result = jobs.run(_PUSH_CHILD.replace("sys.argv[1]", repr(url)), timeout=180)
-        posts = len(server.requests("POST")) if server is not None else None
+        if isinstance(server, faults.HttpFaultServer):
+            posts: int | None = len(server.requests("POST"))
+            landed = 0.0
+        else:
+            posts = None
+            landed = _pushed_runs(server) if server is not None else 0.0
     ratio = statistics.median(result["walls"]["push"]) / statistics.median(result["walls"]["none"])
     worst = max(result["shutdowns"])
     lines = [r["text"] for r in result["logs"]]
@@ -135,9 +166,10 @@ def test_a_bad_pushgateway_costs_the_job_nothing(fault: str, figures: Figures) -
         _NAMES[fault],
         "one log line per failing operation (sweep, push, delete); the job's output as usual",
         "run ends on time, each push retried once, failure reported, shutdown bounded",
-        f"wall {ratio:.2f}x without Pushgateway; shutdown max {worst:.2f} s "
+        f"wall {ratio:.2f}x the same set-up without Pushgateway; shutdown max {worst:.2f} s "
         f"(timeout {SHUTDOWN_TIMEOUT_S:g} s); "
         + (f"{posts} push-add attempts for {REPETITIONS} run ends; " if posts is not None else "")
+        + (f"the push landed (runs_total={landed:g}); " if not failing else "")
         + f"{len(lines)} log lines",
     )
     assert result["same"]
@@ -147,6 +179,6 @@ def test_a_bad_pushgateway_costs_the_job_nothing(fault: str, figures: Figures) -
         assert 1 <= len(lines) <= 3 and len(set(lines)) == len(lines), lines
         if posts is not None:  # one run per set-up: its final push-add, then one retry
             assert posts == 2 * REPETITIONS, posts
-    else:
+    else:  # slow is not broken: no retry noise, and the real gateway got the push
         assert lines == [], lines
-        assert posts is not None and posts >= REPETITIONS  # every run's push got through
+        assert landed >= 1
