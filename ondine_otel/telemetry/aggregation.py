@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 #: (provider, model, error_type) of a call, as the metric labels report them.
 CallKey = tuple[str, str, str | None]
@@ -61,16 +60,24 @@ class BucketCounts:
         return delta
 
 
-@dataclass
 class CallSeries:
     """The three GenAI histograms of one (provider, model, error_type)."""
 
-    duration: BucketCounts
-    input_tokens: BucketCounts
-    output_tokens: BucketCounts
+    __slots__ = ("duration", "input_tokens", "output_tokens")
+
+    def __init__(
+        self, duration: BucketCounts, input_tokens: BucketCounts, output_tokens: BucketCounts
+    ) -> None:
+        self.duration = duration
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
 
     def copy(self) -> CallSeries:
         return CallSeries(self.duration.copy(), self.input_tokens.copy(), self.output_tokens.copy())
+
+
+#: Records one call of a fixed key: (duration_s, input_tokens, output_tokens) -> None.
+SeriesRecorder = Callable[[float, "int | None", "int | None"], None]
 
 
 class CallAggregates:
@@ -82,14 +89,8 @@ class CallAggregates:
         self._series: dict[CallKey, CallSeries] = {}
         self._lock = threading.Lock()
 
-    def record(
-        self,
-        key: CallKey,
-        duration_s: float,
-        input_tokens: int | None,
-        output_tokens: int | None,
-    ) -> None:
-        """One call: its duration always, its token counts when it succeeded and reported them."""
+    def recorder(self, key: CallKey) -> SeriesRecorder:
+        """A function recording calls of `key`: resolved once, then a lock and three bisects."""
         with self._lock:
             series = self._series.get(key)
             if series is None:
@@ -98,12 +99,31 @@ class CallAggregates:
                     BucketCounts(self._token_bounds),
                     BucketCounts(self._token_bounds),
                 )
-            series.duration.add(duration_s)
-            if key[2] is None:
+        lock = self._lock
+        duration, inputs, outputs = series.duration, series.input_tokens, series.output_tokens
+        failed = key[2] is not None
+
+        def record(duration_s: float, input_tokens: int | None, output_tokens: int | None) -> None:
+            with lock:
+                duration.add(duration_s)
+                if failed:
+                    return
                 if input_tokens is not None:
-                    series.input_tokens.add(input_tokens)
+                    inputs.add(input_tokens)
                 if output_tokens is not None:
-                    series.output_tokens.add(output_tokens)
+                    outputs.add(output_tokens)
+
+        return record
+
+    def record(
+        self,
+        key: CallKey,
+        duration_s: float,
+        input_tokens: int | None,
+        output_tokens: int | None,
+    ) -> None:
+        """One call: its duration always, its token counts when it succeeded and reported them."""
+        self.recorder(key)(duration_s, input_tokens, output_tokens)
 
     def snapshot(self) -> dict[CallKey, CallSeries]:
         """A consistent copy of every series (what a collector turns into points)."""

@@ -19,11 +19,13 @@ from typing import Any
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from ondine_otel.telemetry import modelname, semconv
+from ondine_otel.telemetry.aggregation import SeriesRecorder
 from ondine_otel.telemetry.redaction import redact
 from ondine_otel.telemetry.tracing import span_attributes
 
-#: (provider, model, error_type, duration_s, input_tokens, output_tokens) -> None
-CallSink = Callable[[str | None, str, str | None, float, int | None, int | None], None]
+#: (provider, model, error_type) -> how to record such calls (resolved once per run and key).
+CallSink = Callable[[str | None, str, str | None], SeriesRecorder]
+_Resolved = tuple[str | None, str, tuple[SeriesRecorder, ...]]
 
 _MAX_MESSAGE = 1024
 
@@ -60,29 +62,36 @@ class LLMCalls:
         self.dropped = 0
         self._allowance = 0.0
         self._last_ns = 0
-        self._identities: dict[str, tuple[str | None, str]] = {}
+        self._by_route: dict[Any, _Resolved] = {}
+        self._by_error: dict[str, _Resolved] = {}
         self._lock = threading.Lock()
 
     # --- identity ------------------------------------------------------------------------
-    def identity(self, route: Any) -> tuple[str | None, str]:
-        """(provider, model) of a call's route, split like the spec's so labels agree."""
-        key = str(route or self.model or "unknown")
-        found = self._identities.get(key)
+    def resolve(self, route: Any, error_type: str | None = None) -> _Resolved:
+        """(provider, model, recorders) of a call: its route split like the spec's, so labels
+        agree, and each sink's recorder for it; cached, as a run calls one route thousands of
+        times."""
+        cache = self._by_route if error_type is None else self._by_error
+        lookup = route if error_type is None else error_type
+        found = cache.get(lookup)
         if found is None:
+            key = str(route or self.model or "unknown")
             provider, model = modelname.split_route(key, self.provider)
-            found = self._identities[key] = (provider or self.provider, model)
+            provider = provider or self.provider
+            recorders = tuple(sink(provider, model, error_type) for sink in self.sinks)
+            found = cache[lookup] = (provider, model, recorders)
         return found
 
     # --- the two outcomes ----------------------------------------------------------------
     def succeeded(
         self, start_ns: int, end_ns: int, response: Any, args: Sequence[Any], kwargs: Mapping
     ) -> None:
-        provider, model = self.identity(getattr(response, "model", None))
+        provider, model, recorders = self.resolve(getattr(response, "model", None))
         input_tokens = getattr(response, "tokens_in", None)
         output_tokens = getattr(response, "tokens_out", None)
-        duration = (end_ns - start_ns) / 1e9
-        for sink in self.sinks:
-            sink(provider, model, None, duration, input_tokens, output_tokens)
+        duration = max(end_ns - start_ns, 0) / 1e9
+        for record in recorders:
+            record(duration, input_tokens, output_tokens)
         if self._admit(False, end_ns):
             metadata = getattr(response, "metadata", None)
             finish = metadata.get("finish_reason") if isinstance(metadata, dict) else None
@@ -99,11 +108,11 @@ class LLMCalls:
     def failed(
         self, start_ns: int, end_ns: int, error: BaseException, args: Sequence[Any], kwargs: Mapping
     ) -> None:
-        provider, model = self.identity(None)
         error_type = type(error).__name__
-        duration = (end_ns - start_ns) / 1e9
-        for sink in self.sinks:
-            sink(provider, model, error_type, duration, None, None)
+        provider, model, recorders = self.resolve(None, error_type)
+        duration = max(end_ns - start_ns, 0) / 1e9
+        for record in recorders:
+            record(duration, None, None)
         if self._admit(True, end_ns):
             attributes = self._attributes(provider, model, None, None)
             attributes[semconv.ERROR_TYPE] = error_type
@@ -115,13 +124,13 @@ class LLMCalls:
 
     def from_event(self, event: Any, end_ns: int) -> None:
         """One of ondine's `llm_call` events (the fallback when the client is not wrapped)."""
-        provider, model = self.identity(getattr(event, "model", None))
+        provider, model, recorders = self.resolve(getattr(event, "model", None))
         latency_ns = int(max(float(getattr(event, "latency_ms", 0.0) or 0.0), 0.0) * 1e6)
         start_ns = end_ns - latency_ns
         input_tokens = getattr(event, "input_tokens", None)
         output_tokens = getattr(event, "output_tokens", None)
-        for sink in self.sinks:
-            sink(provider, model, None, latency_ns / 1e9, input_tokens, output_tokens)
+        for record in recorders:
+            record(latency_ns / 1e9, input_tokens, output_tokens)
         if self._admit(False, end_ns):
             finish = getattr(event, "finish_reason", None)
             attributes = self._attributes(provider, model, input_tokens, output_tokens)

@@ -21,9 +21,10 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
 from ondine_otel.telemetry import semconv
-from ondine_otel.telemetry.aggregation import CallAggregates, CallKey
+from ondine_otel.telemetry.aggregation import CallAggregates, CallKey, SeriesRecorder
 from ondine_otel.telemetry.guard import report
 from ondine_otel.telemetry.labels import LabelLimiter
+from ondine_otel.telemetry.llm_calls import CallSink
 from ondine_otel.telemetry.points import PointProducer
 from ondine_otel.telemetry.run import RunDelta, RunTelemetry
 from ondine_otel.version import __version__
@@ -42,7 +43,6 @@ RUN_DURATION_BUCKETS: Sequence[float] = (
 )  # fmt: skip
 
 _UNKNOWN = "unknown"
-_CALL_ATTRIBUTE_CACHE = 1024
 
 
 def metric_views() -> list[View]:
@@ -133,7 +133,7 @@ class OndineMetrics:
     """The instruments on one MeterProvider, and the accounting behind the observable ones.
 
     It is a RunListener: RunTelemetry tells it when runs start, end, checkpoint and finish
-    stages, and hands it every LLM call (`record_call`).
+    stages; LLM calls are recorded through `recorder_for` (a `CallSink`).
 
     `produced=True` is for a MeterProvider whose readers ondine-otel built: the GenAI
     histograms and the active-run gauges are then not SDK instruments but points that
@@ -162,8 +162,6 @@ class OndineMetrics:
         self._retained: dict[str, dict[Key, float]] = defaultdict(lambda: defaultdict(float))
         self._pipelines: set[str] = set()
         self._last_success: dict[str, float] = {}
-        self._keys: dict[tuple[str | None, str, str | None], CallKey] = {}
-        self._call_attributes: dict[CallKey, CallAttributes] = {}
 
         counter = meter.create_observable_counter
         counter(semconv.METRIC_ROWS_PROCESSED, [_safe(self._rows_processed)], "{row}",
@@ -249,48 +247,31 @@ class OndineMetrics:
         )
 
     # --- GenAI -----------------------------------------------------------------------------
-    def record_call(
-        self,
-        provider: str | None,
-        model: str,
-        error_type: str | None,
-        duration_s: float,
-        input_tokens: int | None,
-        output_tokens: int | None,
-    ) -> None:
-        """One LLM call (a `CallSink`); called once per row, so both paths do the least they can.
-
-        The produced path does a few bisects; the SDK path three records with attribute sets
-        built once per key. The model label is capped like every other model label.
-        """
-        key = self._keys.get((provider, model, error_type))
-        if key is None:
-            key = self._call_key(provider, model, error_type)
-        if duration_s < 0:
-            duration_s = 0.0
-        if self.produced:
-            self.calls.record(key, duration_s, input_tokens, output_tokens)
-            return
-        base, as_input, as_output = self._call_attributes.get(key) or call_attributes(key)
-        self._genai_duration.record(duration_s, base)
-        if error_type is None:
-            if input_tokens is not None:
-                self._genai_tokens.record(input_tokens, as_input)
-            if output_tokens is not None:
-                self._genai_tokens.record(output_tokens, as_output)
-
-    def _call_key(self, provider: str | None, model: str, error_type: str | None) -> CallKey:
+    def recorder_for(
+        self, provider: str | None, model: str, error_type: str | None
+    ) -> SeriesRecorder:
+        """How to record the calls of one (provider, model, error_type): resolved once per run
+        and key, so a call costs a lock and three bisects (produced) or three SDK records with
+        prebuilt attribute sets (an application's MeterProvider). The model label is capped."""
         key: CallKey = (provider or _UNKNOWN, self.labels.model(model or _UNKNOWN), error_type)
-        if len(self._keys) >= _CALL_ATTRIBUTE_CACHE:  # keyed by raw names, which are unbounded
-            self._keys.clear()
-            self._call_attributes.clear()
-        self._call_attributes[key] = call_attributes(key)
-        self._keys[(provider, model, error_type)] = key
-        return key
+        if self.produced:
+            return self.calls.recorder(key)
+        base, as_input, as_output = call_attributes(key)
+        duration, tokens = self._genai_duration, self._genai_tokens
+
+        def record(duration_s: float, input_tokens: int | None, output_tokens: int | None) -> None:
+            duration.record(duration_s if duration_s > 0 else 0.0, base)
+            if error_type is None:
+                if input_tokens is not None:
+                    tokens.record(input_tokens, as_input)
+                if output_tokens is not None:
+                    tokens.record(output_tokens, as_output)
+
+        return record
 
     @property
-    def call_sinks(self) -> tuple[Any, ...]:
-        return (self.record_call,)
+    def call_sinks(self) -> tuple[CallSink, ...]:
+        return (self.recorder_for,)
 
     # --- accounting ------------------------------------------------------------------------
     def active_runs(self) -> list[tuple[RunTelemetry, dict[str, str]]]:
