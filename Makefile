@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # Keep litellm (pulled in by ondine) from fetching its model cost map at import time.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench reliability clean
 
 venv: $(VENV)/.installed
 
@@ -30,6 +30,13 @@ lint: venv
 
 bench: venv
 	$(PY) -m benchmarks.overhead
+
+# The fault-injection suite alone, recording its figures, then docs/reliability.md from them
+# (the table is regenerated even when a test fails, and says which).
+RELIABILITY_FIGURES := docs/reliability-figures.json
+reliability: venv
+	ONDINE_RELIABILITY_FIGURES=$(RELIABILITY_FIGURES) $(PY) -m pytest tests/reliability $(PYTEST_ARGS); \
+	status=$$?; $(PY) -m tests.reliability.report $(RELIABILITY_FIGURES) docs/reliability.md && exit $$status
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache
