@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,13 +52,15 @@ class Figures:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A row recorded by a test that then failed is marked failed (the table says so)."""
     report = yield
-    if report.when == "call" or report.failed:
-        recorder = getattr(item, "_figures", None)
-        if recorder is not None and report.failed:
-            for row in recorder.rows:
-                row.outcome = "failed"
+    recorder = getattr(item, "_figures", None)
+    if recorder is not None and report.failed:
+        for row in recorder.rows:
+            row.outcome = "failed"
     return report
 
 

@@ -70,7 +70,8 @@ class Finished:
     stderr: str
 
     def explain(self) -> str:
-        return f"rc={self.returncode}\nstdout:\n{self.stdout[-3000:]}\nstderr:\n{self.stderr[-5000:]}"
+        out, err = self.stdout[-3000:], self.stderr[-5000:]
+        return f"rc={self.returncode}\nstdout:\n{out}\nstderr:\n{err}"
 
 
 def script(body: str) -> str:

@@ -90,7 +90,7 @@ def _otlp_texts(receiver: OtlpHttpReceiver) -> list[str]:
         ):
             texts.append(json.dumps(attrs, default=str))
     for request in receiver.requests("metrics"):
-        for rm in request.message.resource_metrics:  # type: ignore[union-attr]
+        for rm in request.message.resource_metrics:
             texts.append(json.dumps(attributes(rm.resource.attributes), default=str))
             for sm in rm.scope_metrics:
                 for metric in sm.metrics:
@@ -173,7 +173,8 @@ def test_check_never_prints_a_header_value_or_a_password(
         f"`ondine-otel check` against a {fault} collector and Pushgateway, secrets configured",
         "FAIL lines naming the target and the fix",
         "no header value or password printed",
-        f"exit {done.returncode}, {len(out.splitlines())} lines, secrets printed: {found or 'none'}",
+        f"exit {done.returncode}, {len(out.splitlines())} lines, "
+        f"secrets printed: {found or 'none'}",
     )
     assert done.returncode == 1, out  # the targets are down: check must say so
     assert "FAIL" in out

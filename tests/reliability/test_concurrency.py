@@ -53,7 +53,8 @@ handle = ondine_otel.instrument(otlp_endpoint=endpoint, traces_exporter="otlp",
                                 metrics_exporter="otlp")
 results = [workers.run_job(0)]  # the parent runs first: its exporter threads exist at fork
 context = multiprocessing.get_context(method)
-extra = dict(initializer=workers.instrument_worker, initargs=(endpoint,)) if method == "spawn" else {{}}
+spawned = dict(initializer=workers.instrument_worker, initargs=(endpoint,))
+extra = spawned if method == "spawn" else {{}}
 pool = context.Pool({PROCESSES}, **extra)
 results += pool.map(workers.run_job, range(1, {PROCESSES} + 1), chunksize=1)
 pool.close()  # workers finish and exit the way Pool workers do
@@ -92,11 +93,11 @@ def _complete_traces(spans: list[SpanView]) -> tuple[int, list[str]]:
 
 
 def _total(receiver: OtlpHttpReceiver, name: str, **labels: str) -> float:
-    return sum(
-        float(value)  # type: ignore[arg-type]
-        for attrs, value in receiver.metric_points(name)
-        if all(attrs.get(k) == v for k, v in labels.items())
-    )
+    total = 0.0
+    for attrs, value in receiver.metric_points(name):
+        if all(attrs.get(k) == v for k, v in labels.items()):
+            total += float(value)  # type: ignore[arg-type]
+    return total
 
 
 def _check(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import time
+
 import pytest
 
 from ondine_otel.telemetry import semconv
@@ -85,11 +86,11 @@ def _run_span(receiver: OtlpHttpReceiver) -> SpanView:
 
 def _error_runs(receiver: OtlpHttpReceiver) -> float:
     points = receiver.metric_points(semconv.METRIC_RUNS)
-    return sum(
-        float(value)  # type: ignore[arg-type]
-        for attrs, value in points
-        if attrs.get(semconv.LABEL_STATUS) == "error"
-    )
+    total = 0.0
+    for attrs, value in points:
+        if attrs.get(semconv.LABEL_STATUS) == "error":
+            total += float(value)  # type: ignore[arg-type]
+    return total
 
 
 def _sigterm_job(receiver: OtlpHttpReceiver) -> tuple[jobs.Finished, float]:
