@@ -24,6 +24,7 @@ from opentelemetry.trace import TracerProvider
 from ondine_otel.config import ConfigError, TelemetryConfig
 from ondine_otel.export import providers as exporters
 from ondine_otel.export.pushgateway import PushgatewayPusher
+from ondine_otel.export.quiet_logs import quiet_export_logs
 from ondine_otel.hooks import signals
 from ondine_otel.hooks.observer import OtelObserver
 from ondine_otel.instrumentor import OndineInstrumentor
@@ -219,6 +220,7 @@ def _start(telemetry: Telemetry, config: TelemetryConfig) -> None:
             )
             listeners.append(telemetry.pusher)
 
+    quiet_export_logs()  # the exporters are imported by now: one line per failure kind
     telemetry.listener = FanOut(listeners)
     instrumentor = OndineInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
