@@ -40,10 +40,10 @@ class LLMCalls:
         *,
         provider: str | None,
         model: str | None,
-        first_n: int = 100,
-        error_limit: int = 100,
-        rate: float = 1.0,
-        capture_content: bool = False,
+        first_n: int,
+        error_limit: int,
+        rate: float,
+        capture_content: bool,
     ) -> None:
         self.tracer = tracer
         self.sinks = tuple(sinks)

@@ -18,6 +18,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanContext, TraceFlags, Tracer
 
+from ondine_otel.config import DEFAULTS
 from ondine_otel.telemetry import ids, semconv, snapshot
 from ondine_otel.telemetry.guard import report
 from ondine_otel.telemetry.llm_calls import LLMCalls
@@ -92,14 +93,14 @@ class RunTelemetry:
         tracer: Tracer,
         *,
         owner: object,
-        pipeline_name: str = semconv.DEFAULT_PIPELINE_NAME,
+        pipeline_name: str = DEFAULTS["pipeline_name"],
         provider: str | None = None,
         model: str | None = None,
-        progress_interval: float = 5.0,
-        llm_span_limit: int = 100,
-        llm_error_span_limit: int = 100,
-        llm_span_rate: float = 1.0,
-        capture_content: bool = False,
+        progress_interval: float = DEFAULTS["progress_interval"],
+        llm_span_limit: int = DEFAULTS["llm_span_limit"],
+        llm_error_span_limit: int = DEFAULTS["llm_error_span_limit"],
+        llm_span_rate: float = DEFAULTS["llm_span_rate"],
+        capture_content: bool = DEFAULTS["capture_content"],
         listener: RunListener | None = None,
         restored: RestoredCheckpoint | None = None,
         budget_usd: float | None = None,

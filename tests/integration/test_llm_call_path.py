@@ -412,3 +412,31 @@ def test_a_client_shared_by_runs_is_unwrapped_after_them(produced_rig: Rig, tmp_
     assert "ainvoke" not in vars(client) and "structured_invoke_async" not in vars(client)
     assert len(chat_spans(produced_rig.finished())) == 8
     assert value(produced_rig.scrape(), f"{DURATION}_count") == 8
+
+
+# --- the chat span policy ---------------------------------------------------------------
+
+
+def test_span_policy_keeps_the_first_calls_and_the_failures_and_counts_the_rest(
+    tmp_path: Path,
+) -> None:
+    rig, stop = start_rig(produced=True, llm_span_limit=5, llm_error_span_limit=3, llm_span_rate=0)
+    try:
+        client = OfflineLLMClient(failure_rate=0.3)
+        rows = 60
+        build_demo_pipeline(
+            load_reviews(rows), client=client, checkpoint_dir=tmp_path, concurrency=1
+        ).execute()
+        spans = rig.finished()
+    finally:
+        stop()
+    calls = chat_spans(spans)
+    failures_total = rows - client.success_count  # one call per row, no retries here
+    failed = [c for c in calls if c.status.status_code is StatusCode.ERROR]
+    first = sorted(calls, key=lambda c: c.start_time or 0)[:5]
+    # The first five calls, whatever their outcome, then failures only, up to three more.
+    later_failed = [c for c in failed if c not in first]
+    assert len(calls) == 5 + len(later_failed)
+    assert len(later_failed) == min(3, failures_total - (len(failed) - len(later_failed)))
+    run = next(s for s in spans if s.name == semconv.SPAN_RUN)
+    assert (run.attributes or {})[semconv.ATTR_LLM_SPANS_DROPPED] == rows - len(calls)
