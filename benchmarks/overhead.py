@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from benchmarks import isolation
+from benchmarks import coverage, isolation, memory, report, runner, scrape, shutdown, stats
+from benchmarks import variants as v
+from benchmarks.endpoints import OtlpSink
+from benchmarks.runner import Sample
+from benchmarks.targets import RSS_OVER_BARE_MB, SCRAPE_100_RUNS_MS, Target
+from benchmarks.variants import Variant, install_tracer_switch
+from benchmarks.workload import Workload
 
 HERE = Path(__file__).resolve().parent
 PACKAGES = (
@@ -47,7 +54,7 @@ class Sizes:
     shutdown_rows: int = 2_000
     coverage_rows: int = 150
     warmup: int = 1
-    rounds: int = 7
+    rounds: int = 6
     litellm_rounds: int = 6
     memory_rounds: int = 1  # tracemalloc rounds of the in-process scenarios
     rss_rounds: int = 3
@@ -93,8 +100,6 @@ class Context:
 
 def run(names: Sequence[str], sizes: Sizes) -> dict[str, Any]:
     """Every chosen scenario in this process (children for the RSS one); the results doc."""
-    from benchmarks.endpoints import OtlpSink
-    from benchmarks.variants import install_tracer_switch
 
     dropped = isolation.prepare_process()
     install_tracer_switch()
@@ -114,7 +119,7 @@ def run(names: Sequence[str], sizes: Sizes) -> dict[str, Any]:
         "benchmark": "benchmarks.overhead",
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - started, 1),
-        "quick": sizes == QUICK,
+        "quick": sizes.instant_rows < Sizes().instant_rows,
         "machine": {
             "python": platform.python_version(),
             "implementation": platform.python_implementation(),
@@ -127,6 +132,18 @@ def run(names: Sequence[str], sizes: Sizes) -> dict[str, Any]:
     }
 
 
+def _adjusted(sizes: Sizes, scale: float, rounds: int | None) -> Sizes:
+    """`sizes` with every row count scaled and the timed rounds replaced, if asked."""
+    changes: dict[str, Any] = {
+        f.name: max(1, round(getattr(sizes, f.name) * scale))
+        for f in dataclasses.fields(sizes)
+        if f.name.endswith("_rows") and scale != 1.0
+    }
+    if rounds is not None:
+        changes.update(rounds=rounds, litellm_rounds=rounds, rss_rounds=rounds)
+    return dataclasses.replace(sizes, **changes)
+
+
 def _version(name: str) -> str | None:
     try:
         return version(name)
@@ -134,7 +151,7 @@ def _version(name: str) -> str | None:
         return None
 
 
-def _failing(variant: Any, sizes: Sizes, shutdown_timeout: float | None) -> Any:
+def _failing(variant: Variant, sizes: Sizes, shutdown_timeout: float | None) -> Variant:
     """An OTLP-failure variant with this run's shutdown and (quick mode) OTLP timeouts."""
     settings = dict(variant.settings)
     if sizes.failure_otlp_timeout_ms is not None:
@@ -142,19 +159,58 @@ def _failing(variant: Any, sizes: Sizes, shutdown_timeout: float | None) -> Any:
     return dataclasses.replace(variant, settings=settings, shutdown_timeout=shutdown_timeout)
 
 
-def _rounds_scenario(
-    ctx: Context,
-    label: str,
-    workload: Any,
-    chosen: Sequence[Any],
-    targets: dict[str, Any],
-    *,
-    rounds: int,
-    note: str,
-) -> dict[str, Any]:
-    from benchmarks import runner, stats
+@dataclass(frozen=True)
+class RoundsPlan:
+    """A scenario of interleaved in-process rounds: the work, the variants, the targets."""
 
-    s = ctx.sizes
+    workload: Callable[[Sizes], Workload]
+    variants: Callable[[Sizes], tuple[Variant, ...]]
+    targets: dict[str, Target]
+    note: str
+    litellm: bool = False  # its own round count (litellm's calls are slow)
+
+
+_ROUNDS = {
+    "instant_10k": RoundsPlan(
+        lambda s: Workload("offline", s.instant_rows),
+        lambda s: (
+            v.BARE,
+            v.BARE_2,
+            v.OURS,
+            v.OURS_NO_CHAT,
+            _failing(v.OURS_REFUSED, s, s.failure_shutdown_timeout),
+            _failing(v.OURS_HANGING, s, s.failure_shutdown_timeout),
+            v.ONDINE_BUILTIN,
+        ),
+        {
+            "ours": Target(1.03, ("ondine_builtin",)),
+            "ours_no_chat_spans": Target(1.03),
+            "ours_otlp_refused": Target(1.05),
+            "ours_otlp_hanging": Target(1.05),
+        },
+        "the worst case for relative cost: ondine's own per-row work is all there is",
+    ),
+    "latency_4k": RoundsPlan(
+        lambda s: Workload("offline", s.latency_rows, latency_s=0.005, latency_jitter=0.9),
+        lambda s: (v.BARE, v.BARE_2, v.OURS, v.OURS_NO_CHAT, v.ONDINE_BUILTIN),
+        {"ours": Target(1.01, ("ondine_builtin",)), "ours_no_chat_spans": Target(1.01)},
+        "calls that wait (5 ms on average, still far faster than real providers)",
+    ),
+    "litellm": RoundsPlan(
+        lambda s: Workload("litellm", s.litellm_rows),
+        lambda s: (v.BARE, v.BARE_2, v.OURS, v.ONDINE_BUILTIN, v.OPENINFERENCE, v.OPENLLMETRY),
+        {"ours": Target(None, ("ondine_builtin", "openinference", "openllmetry"))},
+        "the real LiteLLM client offline (mock_response); the peers are applied before and "
+        "removed after each of their runs, litellm checked to hold its own functions again",
+        litellm=True,
+    ),
+}
+
+
+def _rounds_scenario(ctx: Context, label: str) -> dict[str, Any]:
+    plan, s = _ROUNDS[label], ctx.sizes
+    workload, chosen = plan.workload(s), plan.variants(s)
+    rounds = s.litellm_rounds if plan.litellm else s.rounds
     found = runner.interleaved(
         chosen,
         workload,
@@ -166,15 +222,15 @@ def _rounds_scenario(
         progress=ctx.progress,
     )
     summaries = stats.summarize(
-        found.timed, found.traced, workload.rows, {v.name: v.description for v in chosen}
+        found.timed, found.traced, workload.rows, {x.name: x.description for x in chosen}
     )
-    for name, target in targets.items():
+    for name, target in plan.targets.items():
         summaries[name]["target"] = target.describe()
         summaries[name]["within_target"] = target.met(name, summaries)
     return {
         "kind": "rounds",
         "workload": workload.describe(),
-        "note": note,
+        "note": plan.note,
         "config": {
             "rows": workload.rows,
             "latency_s": workload.latency_s,
@@ -190,73 +246,7 @@ def _rounds_scenario(
     }
 
 
-def _instant(ctx: Context) -> dict[str, Any]:
-    from benchmarks import variants as v
-    from benchmarks.targets import Target
-    from benchmarks.workload import Workload
-
-    return _rounds_scenario(
-        ctx,
-        "instant_10k",
-        Workload("offline", ctx.sizes.instant_rows),
-        (
-            v.BARE,
-            v.BARE_2,
-            v.OURS,
-            v.OURS_NO_CHAT,
-            _failing(v.OURS_REFUSED, ctx.sizes, ctx.sizes.failure_shutdown_timeout),
-            _failing(v.OURS_HANGING, ctx.sizes, ctx.sizes.failure_shutdown_timeout),
-            v.ONDINE_BUILTIN,
-        ),
-        {
-            "ours": Target(1.03, ("ondine_builtin",)),
-            "ours_no_chat_spans": Target(1.03),
-            "ours_otlp_refused": Target(1.05),
-            "ours_otlp_hanging": Target(1.05),
-        },
-        rounds=ctx.sizes.rounds,
-        note="the worst case for relative cost: ondine's own per-row work is all there is",
-    )
-
-
-def _latency(ctx: Context) -> dict[str, Any]:
-    from benchmarks import variants as v
-    from benchmarks.targets import Target
-    from benchmarks.workload import Workload
-
-    return _rounds_scenario(
-        ctx,
-        "latency_4k",
-        Workload("offline", ctx.sizes.latency_rows, latency_s=0.005, latency_jitter=0.9),
-        (v.BARE, v.BARE_2, v.OURS, v.OURS_NO_CHAT, v.ONDINE_BUILTIN),
-        {"ours": Target(1.01, ("ondine_builtin",)), "ours_no_chat_spans": Target(1.01)},
-        rounds=ctx.sizes.rounds,
-        note="calls that wait (5 ms on average, still far faster than real providers)",
-    )
-
-
-def _litellm(ctx: Context) -> dict[str, Any]:
-    from benchmarks import variants as v
-    from benchmarks.targets import Target
-    from benchmarks.workload import Workload
-
-    return _rounds_scenario(
-        ctx,
-        "litellm",
-        Workload("litellm", ctx.sizes.litellm_rows),
-        (v.BARE, v.BARE_2, v.OURS, v.ONDINE_BUILTIN, v.OPENINFERENCE, v.OPENLLMETRY),
-        {"ours": Target(None, ("ondine_builtin", "openinference", "openllmetry"))},
-        rounds=ctx.sizes.litellm_rounds,
-        note="the real LiteLLM client offline (mock_response); the peers are applied before "
-        "and removed after each of their runs, litellm checked to hold its own functions again",
-    )
-
-
 def _memory(ctx: Context) -> dict[str, Any]:
-    from benchmarks import memory, stats
-    from benchmarks import variants as v
-    from benchmarks.runner import Sample
-    from benchmarks.targets import RSS_OVER_BARE_MB
 
     rows = ctx.sizes.memory_rows
     chosen = (v.BARE, v.OURS)
@@ -280,8 +270,6 @@ def _memory(ctx: Context) -> dict[str, Any]:
 
 
 def _shutdown(ctx: Context) -> dict[str, Any]:
-    from benchmarks import shutdown
-    from benchmarks.workload import Workload
 
     chosen = [
         _failing(x, ctx.sizes, x.shutdown_timeout) if x.otlp != "sink" else x
@@ -319,8 +307,6 @@ def _shutdown(ctx: Context) -> dict[str, Any]:
 
 
 def _scrape(ctx: Context) -> dict[str, Any]:
-    from benchmarks import scrape
-    from benchmarks.targets import SCRAPE_100_RUNS_MS
 
     found = scrape.measure(
         ctx.sizes.scrape_runs, ctx.sink, scrapes=ctx.sizes.scrapes, progress=ctx.progress
@@ -339,9 +325,6 @@ def _scrape(ctx: Context) -> dict[str, Any]:
 
 
 def _coverage(ctx: Context) -> dict[str, Any]:
-    from benchmarks import coverage
-    from benchmarks import variants as v
-    from benchmarks.workload import Workload
 
     workload = Workload("litellm", ctx.sizes.coverage_rows)
     chosen = (v.OURS, v.OURS_NO_CHAT, v.ONDINE_BUILTIN, v.OPENINFERENCE, v.OPENLLMETRY)
@@ -354,10 +337,8 @@ def _coverage(ctx: Context) -> dict[str, Any]:
     return {"kind": "coverage", "workload": workload.describe(), "variants": found}
 
 
-_SCENARIOS = {
-    "instant_10k": _instant,
-    "latency_4k": _latency,
-    "litellm": _litellm,
+_SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
+    **{name: functools.partial(_rounds_scenario, label=name) for name in _ROUNDS},
     "memory_100k": _memory,
     "shutdown": _shutdown,
     "scrape": _scrape,
@@ -380,6 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=HERE,
         help="where RESULTS.md and results/latest.json go (default: benchmarks/)",
     )
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply every row count (development)"
+    )
+    parser.add_argument("--rounds", type=int, help="timed rounds per scenario (development)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     names = (
@@ -387,10 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.scenario or "all" in args.scenario
         else [n for n in _SCENARIOS if n in args.scenario]
     )
-    sizes = QUICK if args.quick else Sizes()
+    sizes = _adjusted(QUICK if args.quick else Sizes(), args.scale, args.rounds)
     doc = run(names, sizes)
-
-    from benchmarks import report
 
     text = report.render(doc)
     print()

@@ -58,6 +58,16 @@ def render(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _timing(name: str, r: dict[str, Any], per_round: str | None) -> str:
+    """The leading cells of a variant's row: times, rate, ratios, µs per call."""
+    ratio = _cell(r["time_ratio"], ".3f") + ("" if per_round is None else f" | {per_round}")
+    return (
+        f"| {name} | {_cell(r['median_s'], '.3f')} | {_cell(r['min_s'], '.3f')}–"
+        f"{_cell(r['max_s'], '.3f')} | {_cell(r['rows_per_s'], ',.0f')} | {ratio} | "
+        f"{_cell(r['per_call_us'] if name != 'bare' else None, '+.1f')} |"
+    )
+
+
 def _rounds(s: dict[str, Any]) -> list[str]:
     c = s["config"]
     out = [
@@ -72,11 +82,8 @@ def _rounds(s: dict[str, Any]) -> list[str]:
         rr = r["round_ratios"]
         per_round = f"{min(rr):.3f}–{max(rr):.3f}" if rr else "–"
         out.append(
-            f"| {name} | {_cell(r['median_s'], '.3f')} | {_cell(r['min_s'], '.3f')}–"
-            f"{_cell(r['max_s'], '.3f')} | {_cell(r['rows_per_s'], ',.0f')} | "
-            f"{_cell(r['time_ratio'], '.3f')} | {per_round} | "
-            f"{_cell(r['per_call_us'] if name != 'bare' else None, '+.1f')} | "
-            f"{_mb(r['peak_tracemalloc_bytes'])} | {_cell(r['teardown_s_median'], '.3f')} | "
+            _timing(name, r, per_round)
+            + f" {_mb(r['peak_tracemalloc_bytes'])} | {_cell(r['teardown_s_median'], '.3f')} | "
             f"{r.get('target', '–')} | {_yes(r.get('within_target'))} |"
         )
     n = s.get("noise")
@@ -97,11 +104,7 @@ def _rss(s: dict[str, Any]) -> list[str]:
     ]
     for name, r in s["variants"].items():
         out.append(
-            f"| {name} | {_cell(r['median_s'], '.3f')} | {_cell(r['min_s'], '.3f')}–"
-            f"{_cell(r['max_s'], '.3f')} | {_cell(r['rows_per_s'], ',.0f')} | "
-            f"{_cell(r['time_ratio'], '.3f')} | "
-            f"{_cell(r['per_call_us'] if name != 'bare' else None, '+.1f')} | "
-            f"{_mb(r['rss_delta_bytes'])} | "
+            _timing(name, r, None) + f" {_mb(r['rss_delta_bytes'])} | "
             f"{_mb(r['rss_over_bare_bytes'] if name != 'bare' else None, '+.1f')} | "
             f"{r.get('target', '–')} | {_yes(r.get('within_target'))} |"
         )
