@@ -27,6 +27,7 @@ lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m mypy tests/support
+	$(PY) -m mypy benchmarks
 
 bench: venv
 	$(PY) -m benchmarks.overhead
