@@ -350,12 +350,24 @@ def number(point: MetricValue) -> float:
 
 
 @pytest.mark.parametrize(
-    ("protocol", "receiver_fixture"),
-    [("http/protobuf", "otlp_http_receiver"), ("grpc", "otlp_grpc_receiver")],
+    ("protocol", "receiver_fixture", "temporality"),
+    [
+        ("http/protobuf", "otlp_http_receiver", "cumulative"),
+        ("grpc", "otlp_grpc_receiver", "cumulative"),
+        ("http/protobuf", "otlp_http_receiver", "delta"),
+    ],
 )
 def test_otlp_metrics_decode_to_the_run_totals(
-    protocol: str, receiver_fixture: str, request: pytest.FixtureRequest, tmp_path: Path
+    protocol: str,
+    receiver_fixture: str,
+    temporality: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """What instrument() builds: the GenAI histograms are produced at collection time, in the
+    temporality the exporter asks for."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", temporality)
     receiver: OtlpHttpReceiver | OtlpGrpcReceiver = request.getfixturevalue(receiver_fixture)
     config = TelemetryConfig.from_settings(
         environ={},
@@ -366,15 +378,17 @@ def test_otlp_metrics_decode_to_the_run_totals(
     )
     readers = exporters.metric_readers(config, None)
     assert len(readers) == 1
-    meter_provider = exporters.build_meter_provider(
-        config, exporters.build_resource(config), readers
-    )
+    resource = exporters.build_resource(config)
+    meter_provider = exporters.build_meter_provider(config, resource, readers)
+    produced = exporters.produced_metrics(meter_provider, config, resource, readers)
     tracer_provider = TracerProvider()
     instrumentor = OndineInstrumentor()
-    instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    instrumentor.instrument(tracer_provider=tracer_provider, listener=produced)
     try:
         context = run_pipeline(build_demo_pipeline(load_reviews(20), checkpoint_dir=tmp_path))
         assert meter_provider.force_flush(timeout_millis=10_000)
+        if temporality == "delta":  # a second collection: the deltas must add up, not double
+            assert meter_provider.force_flush(timeout_millis=10_000)
     finally:
         instrumentor.uninstrument()
         meter_provider.shutdown()
@@ -399,6 +413,22 @@ def test_otlp_metrics_decode_to_the_run_totals(
     runs = receiver.metric_points(semconv.METRIC_RUNS)
     # Both outcomes exist from the first run on, so alerts on increase() see the first failure.
     assert sorted((a[semconv.LABEL_STATUS], v) for a, v in runs) == [("error", 0), ("success", 1)]
+    durations = receiver.metric_points(semconv.METRIC_GENAI_DURATION)
+    assert [(attrs, v.count) for attrs, v in durations] == [  # type: ignore[union-attr]
+        (
+            {
+                semconv.GEN_AI_OPERATION_NAME: "chat",
+                semconv.GEN_AI_PROVIDER_NAME: "openai",
+                semconv.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+            },
+            20,
+        )
+    ]
+    usage = {
+        attrs[semconv.GEN_AI_TOKEN_TYPE]: v.sum  # type: ignore[union-attr]
+        for attrs, v in receiver.metric_points(semconv.METRIC_GENAI_TOKENS)
+    }
+    assert usage == expected
     services = {
         attributes(rm.resource.attributes).get("service.name")
         for req in receiver.requests("metrics")
