@@ -40,6 +40,7 @@ RULE_FILES = sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yml"))
 ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 JOB = ROOT / "deploy" / "demo" / "job.py"
 PIPELINE = "alerts-live"
+BUDGET_USD = 5.0
 SHIPPED_WEBHOOK = re.compile(r"^http://127\.0\.0\.1:5001(/.*)$")
 
 
@@ -123,8 +124,8 @@ def webhook() -> Iterator[WebhookSink]:
 
 
 def start_job(port: int, pushgateway: Service, log: Path) -> subprocess.Popen[bytes]:
-    """The example job: run 1 skips about 30 % of its rows, run 2 crashes; then it lingers
-    so the last scrapes see the final counters."""
+    """The example job: run 1 skips about 30 % of its rows, run 2 crashes, both with a
+    budget; then it lingers so the last scrapes see the final counters."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "ONDINE_OTEL_"))}
     env.update(
         {
@@ -139,8 +140,8 @@ def start_job(port: int, pushgateway: Service, log: Path) -> subprocess.Popen[by
             "ONDINE_OTEL_PUSH_INTERVAL": "1",
         }
     )
-    args = ["--rows", "400", "--runs", "2", "--latency-ms", "25", "--failure-rate", "0.3"]
-    args += ["--crash-last-after", "20", "--linger", "120"]
+    args = ["--rows", "600", "--runs", "2", "--latency-ms", "25", "--failure-rate", "0.3"]
+    args += ["--crash-last-after", "20", "--budget-usd", str(BUDGET_USD), "--linger", "120"]
     with open(log, "wb") as out:
         return subprocess.Popen(
             [sys.executable, str(JOB), *args],
@@ -271,6 +272,17 @@ def test_failed_rows_and_a_failed_run_reach_alertmanager(
         assert sample_values(wait_for_query(prometheus, f"min_over_time({scraped}[5m])")) == [0]
         assert sample_values(wait_for_query(prometheus, scraped)) == [1]
         assert sample_values(wait_for_query(prometheus, f"increase({scraped}[5m]) > 0"))
+
+        # The budget rules joined the job's real active-run series while its runs were going.
+        run = f'{{pipeline="{PIPELINE}"}}'
+        budget = wait_for_query(
+            prometheus, f"max_over_time(run:ondine_run_budget_usd:max{run}[5m])"
+        )
+        assert set(sample_values(budget)) == {BUDGET_USD}  # one series per run seen active
+        projected = wait_for_query(
+            prometheus, f"max_over_time(run:ondine_run_cost_usd:projected{run}[5m])"
+        )
+        assert 0 < max(sample_values(projected)) < BUDGET_USD
     finally:
         if job is not None:
             stop(job)
