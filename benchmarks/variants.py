@@ -178,25 +178,37 @@ def _bare(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
 @contextmanager
 def _ours(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
     hanging = HangingEndpoint() if variant.otlp == "hanging" else None
-    if hanging is not None:
-        target = hanging.endpoint
-    elif variant.otlp == "refused":
-        target = refused_endpoint()
-    else:
-        target = sink.endpoint
-    telemetry = ondine_otel.instrument(
-        otlp_endpoint=target,
-        prometheus_host="127.0.0.1",
-        prometheus_port=0,
-        service_name=SERVICE_NAME,
-        pipeline_name="bench",
-        **variant.settings,
-    )
-    port = telemetry.prometheus_port
-    if port is None:
-        raise RuntimeError("instrument() did not serve the Prometheus endpoint")
-    active = Session(scraper=Scraper(port, SCRAPE_INTERVAL_S), prometheus_port=port)
     try:
+        if hanging is not None:
+            target = hanging.endpoint
+        elif variant.otlp == "refused":
+            target = refused_endpoint()
+        else:
+            target = sink.endpoint
+        telemetry = ondine_otel.instrument(
+            otlp_endpoint=target,
+            prometheus_host="127.0.0.1",
+            prometheus_port=0,
+            service_name=SERVICE_NAME,
+            pipeline_name="bench",
+            **variant.settings,
+        )
+        yield from _ours_session(variant, telemetry, hanging)
+    finally:
+        if hanging is not None:
+            hanging.close()
+
+
+def _ours_session(
+    variant: Variant, telemetry: ondine_otel.Telemetry, hanging: HangingEndpoint | None
+) -> Iterator[Session]:
+    """Yield the session; afterwards stop the scraper and time `shutdown()`."""
+    port = telemetry.prometheus_port
+    active = Session(prometheus_port=port)
+    try:
+        if port is None:
+            raise RuntimeError("instrument() did not serve the Prometheus endpoint")
+        active.scraper = Scraper(port, SCRAPE_INTERVAL_S)
         yield active
     finally:
         if active.scraper is not None and active.scraper.is_alive():
@@ -211,7 +223,6 @@ def _ours(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
         active.teardown_s = time.perf_counter() - started
         if hanging is not None:
             active.hanging_connections = hanging.connections
-            hanging.close()
 
 
 def _span_provider(sink: OtlpSink) -> TracerProvider:
