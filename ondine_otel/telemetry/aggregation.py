@@ -12,6 +12,8 @@ import threading
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 
+from ondine_otel.telemetry import forksafe
+
 #: (provider, model, error_type) of a call, as the metric labels report them.
 CallKey = tuple[str, str, str | None]
 
@@ -88,6 +90,7 @@ class CallAggregates:
         self._token_bounds = tuple(token_bounds)
         self._series: dict[CallKey, CallSeries] = {}
         self._lock = threading.Lock()
+        forksafe.track(self)
 
     def recorder(self, key: CallKey) -> SeriesRecorder:
         """A function recording calls of `key`: resolved once, then a lock and three bisects."""
@@ -99,12 +102,11 @@ class CallAggregates:
                     BucketCounts(self._token_bounds),
                     BucketCounts(self._token_bounds),
                 )
-        lock = self._lock
         duration, inputs, outputs = series.duration, series.input_tokens, series.output_tokens
         failed = key[2] is not None
 
         def record(duration_s: float, input_tokens: int | None, output_tokens: int | None) -> None:
-            with lock:
+            with self._lock:  # looked up per call: a forked child gets a fresh lock
                 duration.add(duration_s)
                 if failed:
                     return

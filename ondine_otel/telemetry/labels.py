@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 
+from ondine_otel.telemetry import forksafe
 from ondine_otel.telemetry.semconv import OVERFLOW_LABEL_VALUE
 
 
@@ -16,6 +17,7 @@ class _Capped:
         self._limit = limit
         self._seen: set[str] = set()
         self._lock = threading.Lock()
+        forksafe.track(self)
 
     def __call__(self, value: str) -> str:
         with self._lock:

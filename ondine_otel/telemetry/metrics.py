@@ -20,7 +20,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
-from ondine_otel.telemetry import semconv
+from ondine_otel.telemetry import forksafe, semconv
 from ondine_otel.telemetry.aggregation import CallAggregates, CallKey, SeriesRecorder
 from ondine_otel.telemetry.guard import report
 from ondine_otel.telemetry.labels import LabelLimiter
@@ -157,6 +157,7 @@ class OndineMetrics:
         self.started_ns = time.time_ns()
         self.points = PointProducer(self)
         self._lock = threading.Lock()
+        forksafe.track(self)
         self._active: dict[str, tuple[RunTelemetry, _RunLabels]] = {}
         # Finished runs' contributions, per counter and label set.
         self._retained: dict[str, dict[Key, float]] = defaultdict(lambda: defaultdict(float))
