@@ -74,13 +74,13 @@ def _rounds(s: dict[str, Any]) -> list[str]:
         f"{c['warmup_rounds']} warm-up, {c['timed_rounds']} timed rounds (each in its own "
         f"order), {c['tracemalloc_rounds']} tracemalloc round(s).",
         "",
-        "| variant | median s | min–max s | rows/s | time ratio | per round (min–max) "
+        "| variant | median s | min–max s | rows/s | time ratio | per round: median (min–max) "
         "| µs/call | peak MB (tracemalloc) | shutdown s | target | within |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for name, r in s["variants"].items():
         rr = r["round_ratios"]
-        per_round = f"{min(rr):.3f}–{max(rr):.3f}" if rr else "–"
+        per_round = f"{r['round_ratio_median']:.3f} ({min(rr):.3f}–{max(rr):.3f})" if rr else "–"
         out.append(
             _timing(name, r, per_round)
             + f" {_mb(r['peak_tracemalloc_bytes'])} | {_cell(r['teardown_s_median'], '.3f')} | "
