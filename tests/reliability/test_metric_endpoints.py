@@ -22,7 +22,7 @@ from tests.support.services import Service
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
-SHUTDOWN_TIMEOUT_S = 5.0
+SHUTDOWN_TIMEOUT_S = 3.0
 REPETITIONS = 3
 
 _PORT_CHILD = """
@@ -174,7 +174,7 @@ def test_a_bad_pushgateway_costs_the_job_nothing(
     )
     assert result["same"]
     assert ratio < 1.5, result["walls"]
-    assert worst < SHUTDOWN_TIMEOUT_S + 0.5, result["shutdowns"]
+    assert worst < SHUTDOWN_TIMEOUT_S + 0.25, result["shutdowns"]  # scheduling slack
     if failing:
         assert 1 <= len(lines) <= 3 and len(set(lines)) == len(lines), lines
         if posts is not None:  # one run per set-up: its final push-add, then one retry

@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 PROTOCOLS = ("grpc", "http/protobuf")
 FAULTS = ("refused", "hanging", "unavailable", "slow")
 REPETITIONS = 3
-ROWS = 1500
+ROWS = 1200
 OTLP_TIMEOUT_MS = 1000
 SHUTDOWN_TIMEOUT_S = 1.5
 
@@ -129,9 +129,9 @@ def _run(fault: str, protocol: str) -> Outcome:
 
 @pytest.fixture(scope="module")
 def outcomes() -> dict[tuple[str, str], Outcome]:
-    """All combinations, two children at a time (2 CPUs): their shutdown waits overlap."""
+    """All combinations, three children at a time: their shutdown waits overlap."""
     combos = [(f, p) for f in FAULTS for p in PROTOCOLS]
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=3) as pool:
         results = list(pool.map(lambda combo: _run(*combo), combos))
     return {(o.fault, o.protocol): o for o in results}
 
@@ -175,7 +175,7 @@ def test_collector_fault_never_reaches_the_job(
     assert result["same_output"] and result["same_cost"]
     assert len(result["walls"]["fault"]) == REPETITIONS
     assert outcome.ratio < 1.5, result["walls"]
-    assert worst_shutdown < SHUTDOWN_TIMEOUT_S + 0.5, result["shutdowns"]
+    assert worst_shutdown < SHUTDOWN_TIMEOUT_S + 0.25, result["shutdowns"]  # scheduling slack
     if outcome.attempts is not None:  # the fault was really hit, more than once
         assert outcome.attempts >= 2, outcome.attempts
     assert fault_logs, "the fault must be reported in the log"
