@@ -615,10 +615,16 @@ def test_every_panel_has_data_from_a_real_job_and_spend_equals_its_cost(
     assert not missing, "queries without data:\n" + "\n".join(missing)
 
     # The active run's run_id is its ondine session id: the key of the link to its trace.
-    table = prom_query(prometheus, substitute(
-        by_title(load("overview"), "Active runs")["targets"][0]["expr"],
-        {**values, "job": SCRAPE_JOB}))
+    overview = load("overview")
+    active = {t["refId"]: t["expr"] for t in by_title(overview, "Active runs")["targets"]}
+    scraped = {**values, "job": SCRAPE_JOB}
+    table = prom_query(prometheus, substitute(active["A"], scraped))
     assert len(table) == 1 and table[0]["metric"]["pipeline"] == PIPELINE
+    assert 0 < float(table[0]["value"][1]) < 1  # progress, mid-run
+    # The budget column is the pipeline's with_max_budget; one run is in progress.
+    assert sample_values(prom_query(prometheus, substitute(active["H"], scraped))) == [0.5]
+    in_progress = by_title(overview, "Runs in progress")["targets"][0]["expr"]
+    assert sample_values(prom_query(prometheus, substitute(in_progress, scraped))) == [1.0]
 
     job.say("release")
     long_run = job.next_event("run")
@@ -634,5 +640,9 @@ def test_every_panel_has_data_from_a_real_job_and_spend_equals_its_cost(
             timeout=20,
         )
         print(f"{source}: spend panel {sample_values(result)} = job cost {cost}")
+    # Finished: no run left in progress, on either source.
+    for source in (SCRAPE_JOB, PUSH_JOB):
+        wait_for_query(prometheus, substitute(in_progress, {**values, "job": source}),
+                       lambda r: sample_values(r) == [0.0], timeout=20)
     job.say("exit")
     assert job.process.wait(timeout=30) == 0
