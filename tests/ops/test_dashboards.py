@@ -67,6 +67,11 @@ class Query:
     text: str  # as written in the dashboard, with Grafana variables
     kind: str  # "prometheus" or "tempo"
     instant: bool
+    legend: str = ""
+
+    def legend_labels(self) -> set[str]:
+        """Labels the legend shows ({{pipeline}}): a series without one would show a blank."""
+        return set(re.findall(r"\{\{\s*(\w+)\s*\}\}", self.legend))
 
     def concrete(self, values: dict[str, str] | None = None) -> str:
         return substitute(self.text, values)
@@ -81,7 +86,7 @@ def queries(kind: str | None = None) -> Iterator[Query]:
                     continue
                 text = target["expr"] if source == "prometheus" else target["query"]
                 yield Query(board_name, panel["title"], target["refId"], text, source,
-                            bool(target.get("instant")))
+                            bool(target.get("instant")), target.get("legendFormat", ""))
 
 
 def variable_selectors() -> Iterator[tuple[str, str, str]]:
@@ -604,6 +609,12 @@ def test_every_panel_has_data_from_a_real_job_and_spend_equals_its_cost(
             if isinstance(result, str) or not finite(result):
                 missing.append(f"{source}: {query.board}/{query.panel} {query.ref}: {expr}"
                                f" -> {result}")
+                continue
+            blank = [s["metric"] for s in result
+                     if not all(s["metric"].get(k) for k in query.legend_labels())]
+            if blank:
+                missing.append(f"{source}: {query.board}/{query.panel} {query.ref}: legend "
+                               f"{query.legend!r} has no value in {blank}")
         for board, variable, selector in variable_selectors():
             label = {"job": "job", "pipeline": "pipeline", "model": "model"}[variable]
             expr = f"count by ({label}) ({substitute(selector, {**values, 'job': source})})"
