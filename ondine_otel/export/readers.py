@@ -74,24 +74,19 @@ class ProducingReader:
             ]
         return MetricsData(resource_metrics)
 
+    def _receive_metrics(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> None:
+        merged = self._merged(metrics_data)
+        if merged is not None:
+            super()._receive_metrics(  # type: ignore[misc]
+                merged, timeout_millis=timeout_millis, **kwargs
+            )
+
 
 class OndinePrometheusReader(ProducingReader, PrometheusMetricReader):
     """The pull reader behind our /metrics endpoint and the Pushgateway pushes."""
 
-    def _receive_metrics(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> None:
-        merged = self._merged(metrics_data)
-        if merged is not None:
-            super()._receive_metrics(merged, timeout_millis=timeout_millis, **kwargs)
-
 
 class OndinePeriodicReader(ProducingReader, PeriodicExportingMetricReader):
     """The OTLP (and console) push reader."""
-
-    def _receive_metrics(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> None:
-        merged = self._merged(metrics_data)
-        if merged is not None:
-            super()._receive_metrics(merged, timeout_millis=timeout_millis, **kwargs)
