@@ -20,7 +20,12 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(VENV)/bin/ondine-otel demo
 
-test: venv
+# Grafana's TraceQL grammar (npm), for the test that parses the dashboards' TraceQL with it.
+TRACEQL_GRAMMAR := grafana/lezer/node_modules/.package-lock.json
+$(TRACEQL_GRAMMAR): grafana/lezer/package-lock.json
+	npm ci --prefix grafana/lezer --no-audit --no-fund
+
+test: venv $(TRACEQL_GRAMMAR)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv

@@ -367,6 +367,32 @@ def test_every_traceql_query_parses_and_uses_contract_attributes() -> None:
     assert any("status = error" in text for text in run_queries)
 
 
+GRAMMAR = ROOT / "grafana/lezer"
+
+
+def grammar_errors(texts: list[str]) -> list[dict[str, Any]]:
+    """Parse with Grafana's TraceQL grammar (@grafana/lezer-traceql, installed by `make test`)."""
+    node = find_binary("node")
+    if not (GRAMMAR / "node_modules/@grafana/lezer-traceql").is_dir():
+        hint = f"Grafana's TraceQL grammar is not installed: npm ci --prefix {GRAMMAR}"
+        if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+            pytest.fail(hint)
+        pytest.skip(hint)
+    done = subprocess.run([node, str(GRAMMAR / "check.mjs")], input=json.dumps(texts),
+                          capture_output=True, text=True, timeout=60, check=True)
+    results: list[dict[str, Any]] = json.loads(done.stdout)
+    return results
+
+
+def test_every_traceql_query_parses_with_grafanas_traceql_grammar() -> None:
+    # A bare trace id is a lookup by id, not TraceQL: Grafana sends it to Tempo's trace API.
+    texts = [q.concrete() for q in queries("tempo") if q.text.startswith("{")]
+    assert len(texts) >= 8
+    bad = ['{ status = failed }', '{ name = "a" ', '{ name == "a" }', '{ name = "a" } >>']
+    results = grammar_errors(texts + bad)
+    assert [r["query"] for r in results if r["errors"]] == bad
+
+
 @pytest.mark.parametrize("query", [
     '{ name = "ondine.pipeline" && span."ondine.pipline.name" = "a" }',  # typo
     '{ status = failed }',
