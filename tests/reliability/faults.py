@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -20,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from opentelemetry.proto.collector.metrics.v1 import (
@@ -47,8 +48,13 @@ def busy_port() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
-class HangingServer:
-    """Accepts TCP connections, reads what arrives and never answers (HTTP or gRPC alike)."""
+_Listener = TypeVar("_Listener", bound="_TcpListener")
+
+
+class _TcpListener:
+    """A listening socket on 127.0.0.1 whose accepted connections go to `_handle` threads."""
+
+    scheme = "http"
 
     def __init__(self) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -56,11 +62,11 @@ class HangingServer:
         self._sock.listen(64)
         self._sock.settimeout(0.1)
         self.port = int(self._sock.getsockname()[1])
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.endpoint = f"{self.scheme}://127.0.0.1:{self.port}"
         self.connections = 0
         self._open: list[socket.socket] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="hanging-server", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name=type(self).__name__, daemon=True)
         self._thread.start()
 
     def _serve(self) -> None:
@@ -71,9 +77,29 @@ class HangingServer:
                 continue
             self.connections += 1
             self._open.append(conn)
-            threading.Thread(target=self._drain, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
-    def _drain(self, conn: socket.socket) -> None:
+    def _handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for conn in self._open:
+            conn.close()
+        self._sock.close()
+
+    def __enter__(self: _Listener) -> _Listener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class HangingServer(_TcpListener):
+    """Accepts TCP connections, reads what arrives and never answers (HTTP or gRPC alike)."""
+
+    def _handle(self, conn: socket.socket) -> None:
         conn.settimeout(0.2)
         while not self._stop.is_set():
             try:
@@ -83,19 +109,6 @@ class HangingServer:
                 continue
             except OSError:
                 return
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        for conn in self._open:
-            conn.close()
-        self._sock.close()
-
-    def __enter__(self) -> HangingServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @dataclass(frozen=True)
@@ -246,61 +259,39 @@ def self_signed_certificate(directory: Path, name: str) -> Certificate:
     return Certificate(cert, key)
 
 
-class TlsTerminator:
+class TlsTerminator(_TcpListener):
     """A TLS front for a plain local server (HTTP or gRPC): decrypts and forwards the bytes.
 
     Exporters then talk real TLS (certificate checks, ALPN h2 for gRPC) to 127.0.0.1 while the
     OTLP receiver behind it stays the plain one tests already read from.
     """
 
-    def __init__(self, certificate: Certificate, upstream_port: int) -> None:
-        import ssl
+    scheme = "https"
 
+    def __init__(self, certificate: Certificate, upstream_port: int) -> None:
         self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._context.load_cert_chain(str(certificate.cert), str(certificate.key))
         self._context.set_alpn_protocols(["h2", "http/1.1"])
         self._upstream = upstream_port
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self._sock.settimeout(0.1)
-        self.port = int(self._sock.getsockname()[1])
-        self.endpoint = f"https://127.0.0.1:{self.port}"
         self.handshake_failures = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="tls-front", daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                raw, _ = self._sock.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self._connect, args=(raw,), daemon=True).start()
-
-    def _connect(self, raw: socket.socket) -> None:
-        raw.settimeout(10)
+    def _handle(self, conn: socket.socket) -> None:
+        conn.settimeout(10)
         try:
-            tls = self._context.wrap_socket(raw, server_side=True)
+            tls = self._context.wrap_socket(conn, server_side=True)
         except OSError:  # the client rejected our certificate (or spoke no TLS)
             self.handshake_failures += 1
-            raw.close()
+            conn.close()
             return
-        upstream = socket.create_connection(("127.0.0.1", self._upstream), timeout=10)
-        for source, target in ((tls, upstream), (upstream, tls)):
-            threading.Thread(target=_pump, args=(source, target), daemon=True).start()
+        _forward(tls, self._upstream)
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._sock.close()
 
-    def __enter__(self) -> TlsTerminator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def _forward(client: socket.socket, upstream_port: int) -> None:
+    """Pump bytes both ways between `client` and a new connection to the upstream port."""
+    upstream = socket.create_connection(("127.0.0.1", upstream_port), timeout=10)
+    for source, target in ((client, upstream), (upstream, client)):
+        threading.Thread(target=_pump, args=(source, target), daemon=True).start()
 
 
 def _pump(source: socket.socket, target: socket.socket) -> None:
@@ -316,7 +307,7 @@ def _pump(source: socket.socket, target: socket.socket) -> None:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
-class DelayingProxy:
+class DelayingProxy(_TcpListener):
     """Forwards TCP connections to a real local server, each after `delay` seconds.
 
     HTTP clients such as the Pushgateway pusher open one connection per request, so this is a
@@ -326,41 +317,10 @@ class DelayingProxy:
     def __init__(self, upstream_port: int, delay: float) -> None:
         self._upstream = upstream_port
         self.delay = delay
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self._sock.settimeout(0.1)
-        self.port = int(self._sock.getsockname()[1])
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="delaying-proxy", daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self._sock.accept()
-            except OSError:
-                continue
-            self.connections += 1
-            threading.Thread(target=self._forward, args=(client,), daemon=True).start()
-
-    def _forward(self, client: socket.socket) -> None:
+    def _handle(self, conn: socket.socket) -> None:
         if self._stop.wait(self.delay):
-            client.close()
+            conn.close()
             return
-        upstream = socket.create_connection(("127.0.0.1", self._upstream), timeout=10)
-        for source, target in ((client, upstream), (upstream, client)):
-            threading.Thread(target=_pump, args=(source, target), daemon=True).start()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._sock.close()
-
-    def __enter__(self) -> DelayingProxy:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        _forward(conn, self._upstream)

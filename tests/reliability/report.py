@@ -46,6 +46,25 @@ def _commit() -> str:
     return done.stdout.strip() or "unknown"
 
 
+#: Table order: the issue's order of faults, by the module that tests them.
+_MODULES = (
+    "test_otlp_faults",
+    "test_metric_endpoints",
+    "test_interrupts",
+    "test_resume",
+    "test_concurrency",
+    "test_scale",
+    "test_canaries",
+    "test_bad_input",
+)
+
+
+def _rank(row: dict[str, Any]) -> tuple[int, int]:
+    module = row["test"].split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+    place = _MODULES.index(module) if module in _MODULES else len(_MODULES)
+    return place, row["order"]
+
+
 def render(rows: list[dict[str, Any]], when: datetime, commit: str, cpus: int) -> str:
     lines = [
         _INTRO,
@@ -55,7 +74,7 @@ def render(rows: list[dict[str, Any]], when: datetime, commit: str, cpus: int) -
         "| Fault | What the user sees | What is guaranteed | Measured (last run) |",
         "|---|---|---|---|",
     ]
-    for row in sorted(rows, key=lambda r: r["order"]):
+    for row in sorted(rows, key=_rank):
         measured = _cell(row["measured"])
         if row["outcome"] != "passed":
             measured = f"**FAILS** (`{row['test'].split('::')[-1]}`): {measured}"

@@ -15,6 +15,7 @@ import statistics
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,15 +33,19 @@ OTLP_TIMEOUT_MS = 1000
 SHUTDOWN_TIMEOUT_S = 1.5
 
 _CHILD = f"""
+import fcntl
 import ondine_otel
 endpoint, protocol = sys.argv[1], sys.argv[2]
 df = load_reviews({ROWS})
 
 def job():
-    pipeline = build_demo_pipeline(df, checkpoint_dir=tempfile.mkdtemp())
-    started = time.perf_counter()
-    result = pipeline.execute()
-    return time.perf_counter() - started, result
+    # One timed job at a time across the children (their shutdown waits may overlap).
+    with open(sys.argv[3], "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        pipeline = build_demo_pipeline(df, checkpoint_dir=tempfile.mkdtemp())
+        started = time.perf_counter()
+        result = pipeline.execute()
+        return time.perf_counter() - started, result
 
 faulty = dict(otlp_endpoint=endpoint, otlp_protocol=protocol, otlp_timeout={OTLP_TIMEOUT_MS},
               traces_exporter="otlp", metrics_exporter="otlp")
@@ -115,10 +120,12 @@ def _attempts(server: Any) -> int | None:
     return len(server.requests())
 
 
-def _run(fault: str, protocol: str) -> Outcome:
+def _run(fault: str, protocol: str, lock: Path) -> Outcome:
     with fault_server(fault, protocol) as (endpoint, server):
         process = jobs.start(
-            _CHILD.replace("sys.argv[1], sys.argv[2]", f"{endpoint!r}, {protocol!r}"),
+            _CHILD.replace("sys.argv[1], sys.argv[2]", f"{endpoint!r}, {protocol!r}").replace(
+                "sys.argv[3]", repr(str(lock))
+            ),
             # Short batch delay: many export attempts hit the fault during one job.
             env={"OTEL_BSP_SCHEDULE_DELAY": "100"},
         )
@@ -128,11 +135,13 @@ def _run(fault: str, protocol: str) -> Outcome:
 
 
 @pytest.fixture(scope="module")
-def outcomes() -> dict[tuple[str, str], Outcome]:
-    """All combinations, three children at a time: their shutdown waits overlap."""
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Outcome]:
+    """All combinations, three children at a time: their shutdown waits overlap, their timed
+    jobs take turns (a file lock), so one child's job never competes with another's."""
+    lock = tmp_path_factory.mktemp("timing") / "job.lock"
     combos = [(f, p) for f in FAULTS for p in PROTOCOLS]
     with ThreadPoolExecutor(max_workers=3) as pool:
-        results = list(pool.map(lambda combo: _run(*combo), combos))
+        results = list(pool.map(lambda combo: _run(combo[0], combo[1], lock), combos))
     return {(o.fault, o.protocol): o for o in results}
 
 
