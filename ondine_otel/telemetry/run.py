@@ -257,6 +257,9 @@ class RunTelemetry:
                 attributes={
                     semconv.ATTR_STAGE_NAME: stage_name,
                     semconv.ATTR_STAGE_INDEX: self._stage_count,
+                    # Stage spans are exported as they end, long before a multi-hour run's
+                    # span: this finds an active run's trace from its run_id.
+                    semconv.ATTR_SESSION_ID: self.session_id,
                 },
             )
             self._stage_count += 1
