@@ -96,19 +96,17 @@ walls, shutdowns, outputs = {{"none": [], "push": []}}, [], []
 common = dict(traces_exporter="none", prometheus_port=0, prometheus_host="127.0.0.1",
               reconfigure=True)
 for rep in range({REPETITIONS}):
-    # The same metrics set-up without a Pushgateway, then with the bad one.
-    handle = ondine_otel.instrument(**common)
-    wall, result = job()
-    walls["none"].append(wall)
-    outputs.append(frame_of(result))
-    handle.shutdown(timeout=1)
-    handle = ondine_otel.instrument(pushgateway_url=gateway, **common)
-    wall, result = job()
-    walls["push"].append(wall)
-    outputs.append(frame_of(result))
-    started = time.perf_counter()
-    handle.shutdown(timeout={SHUTDOWN_TIMEOUT_S})
-    shutdowns.append(time.perf_counter() - started)
+    # The same metrics set-up without a Pushgateway and with the bad one, alternating.
+    for condition in (("none", "push") if rep % 2 == 0 else ("push", "none")):
+        extra = dict(pushgateway_url=gateway) if condition == "push" else {{}}
+        handle = ondine_otel.instrument(**common, **extra)
+        wall, result = job()
+        walls[condition].append(wall)
+        outputs.append(frame_of(result))
+        started = time.perf_counter()
+        handle.shutdown(timeout={SHUTDOWN_TIMEOUT_S})
+        if condition == "push":
+            shutdowns.append(time.perf_counter() - started)
 report(walls=walls, shutdowns=shutdowns, same=all(o == outputs[0] for o in outputs),
        logs=LOG_RECORDS)
 """
