@@ -1,25 +1,32 @@
-"""SIGTERM (and an unhandled SIGINT): end the active runs, flush the exports, then chain.
+"""SIGTERM (and an unhandled SIGINT): end the active runs, flush the exports, then exit.
 
 Python runs no cleanup on SIGTERM: a job evicted by Kubernetes or timed out by Airflow dies in
-milliseconds and its run span, hours of trace, never leaves the process. The handler ends every
-active run with status ERROR (a `ProcessTerminated` exception event), which also counts
-`ondine_runs_total{status="error"}` and queues the final Pushgateway push, flushes within a
-bound, then runs the handler that was there before, or restores the default action and
-re-raises the signal so the process exits as it would have (128+15 for SIGTERM).
+milliseconds and its run span, hours of trace, never leaves the process. So:
 
-The work runs on a helper thread that the handler waits for at most the bound: the signal may
-interrupt the main thread while it holds a lock the work needs, and a stuck flush must never
-keep a terminated process alive. SIGINT is taken only where it would otherwise kill the process
-(SIG_DFL): Python's default handler raises KeyboardInterrupt, which ondine turns into a
-checkpoint and the safety net into an ended run. SIG_IGN is left alone.
+* While runs are active and the application has no SIGTERM handler of its own, the signal is
+  turned into a `ProcessTerminated` exception (a KeyboardInterrupt, raised in the main thread
+  as Ctrl-C would be): ondine saves its checkpoint (the run can be resumed) and every
+  `finally` runs; the safety net ends the run with status ERROR and that exception as its
+  event, which counts `ondine_runs_total{status="error"}` and queues the final push. When the
+  interpreter exits, an exit hook flushes within the bound and re-raises the signal with its
+  default action, so the process ends as signalled (128+15). A watchdog makes sure the
+  process ends within the bound even if the exception is caught or a thread holds the exit.
+* With no active run, exports are flushed and the signal re-raised at once.
+* Where the application installed its own handler first, runs are ended and exports flushed
+  (not shut down: the application may go on), then its handler is called.
+
+SIGINT is taken only where it would otherwise kill the process (SIG_DFL): Python's default
+handler already raises KeyboardInterrupt. SIG_IGN is left alone.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -33,11 +40,11 @@ Handler = Callable[[int, FrameType | None], Any] | int | None
 Flush = Callable[[float, bool], None]
 
 
-class ProcessTerminated(BaseException):
+class ProcessTerminated(KeyboardInterrupt):
     """The process got a terminating signal while the run was active.
 
-    A BaseException like KeyboardInterrupt: it describes why the run stopped, nothing should
-    catch it as an ordinary error.
+    A KeyboardInterrupt, so that ondine saves its checkpoint as on Ctrl-C and nothing catches
+    it as an ordinary error.
     """
 
     def __init__(self, signum: int) -> None:
@@ -77,14 +84,14 @@ class SignalHandler:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         previous = self._previous.get(signum, signal.SIG_DFL)
         chained = callable(previous)
-        if self._handling and not chained:  # signalled again while flushing: stop now
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
+        if self._handling and not chained:  # signalled again while terminating: stop now
+            _die(signum)
         self._handling = True
+        if not chained and ACTIVE_RUNS.values():
+            self._terminate(signum)  # raises ProcessTerminated in the main thread
         worker = threading.Thread(
             target=self._end_and_flush,
-            args=(signum, not chained),
+            args=(signum, not chained, self._timeout),
             name="ondine-otel-signal",
             daemon=True,
         )
@@ -95,10 +102,37 @@ class SignalHandler:
             previous(signum, frame)  # type: ignore[misc,operator]
             return
         self.uninstall()
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)  # the default action: the process ends as signalled
+        _die(signum)
 
-    def _end_and_flush(self, signum: int, exiting: bool) -> None:
+    def _terminate(self, signum: int) -> None:
+        deadline = time.monotonic() + self._timeout
+        exiting = threading.Event()
+        atexit.register(self._exit_as_signalled, signum, deadline, exiting)
+        threading.Thread(
+            target=self._watchdog,
+            args=(signum, deadline, exiting),
+            name="ondine-otel-signal-watchdog",
+            daemon=True,
+        ).start()
+        raise ProcessTerminated(signum)
+
+    def _exit_as_signalled(self, signum: int, deadline: float, exiting: threading.Event) -> None:
+        """Exit hook (first to run: registered last): flush, then die by the signal."""
+        exiting.set()
+        self._end_and_flush(signum, True, max(deadline - time.monotonic(), 0.1))
+        self.uninstall()
+        _die(signum)
+
+    def _watchdog(self, signum: int, deadline: float, exiting: threading.Event) -> None:
+        """End the process by the deadline if the exception did not bring it to its exit."""
+        halfway = deadline - self._timeout / 2
+        if exiting.wait(max(halfway - time.monotonic(), 0.0)):
+            time.sleep(max(deadline + 0.5 - time.monotonic(), 0.0))  # the exit hook's turn
+        else:
+            self._end_and_flush(signum, True, max(deadline - time.monotonic(), 0.1))
+        os._exit(128 + signum)  # not signal.signal: only the main thread may call it
+
+    def _end_and_flush(self, signum: int, exiting: bool, timeout: float) -> None:
         error = ProcessTerminated(signum)
         for run in ACTIVE_RUNS.values():
             try:
@@ -106,9 +140,15 @@ class SignalHandler:
             except Exception as failure:  # noqa: BLE001 - end the others anyway
                 report("ending a run on a signal", failure)
         try:
-            self._flush(self._timeout, exiting)
+            self._flush(timeout, exiting)
         except Exception as failure:  # noqa: BLE001
             report("flushing telemetry on a signal", failure)
+
+
+def _die(signum: int) -> None:
+    """The signal's default action, now: the process ends as signalled (128 + signum)."""
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def install(flush: Flush, timeout: float) -> SignalHandler | None:

@@ -28,7 +28,7 @@ from tests.support.services import Service
 pytestmark = pytest.mark.integration
 
 _JOB = """
-import json, os, signal, sys, tempfile
+import json, os, signal, sys, tempfile, time
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import ondine_otel
 from ondine_otel.demo.client import OfflineLLMClient
@@ -36,6 +36,7 @@ from ondine_otel.demo.data import load_reviews
 from ondine_otel.demo.pipeline import build_demo_pipeline
 
 settings = json.loads(sys.argv[1])
+settings_swallow = settings.pop("swallow", False)
 if settings.pop("app_handler", False):
     def on_term(signum, frame):
         print("APP HANDLER", flush=True)
@@ -56,7 +57,15 @@ pipeline = build_demo_pipeline(
     load_reviews(200), client=ReadyClient(latency_s=0.2), concurrency=2,
     checkpoint_dir=tempfile.mkdtemp(),
 )
-pipeline.execute()
+swallow = settings_swallow
+try:
+    pipeline.execute()
+except BaseException as error:
+    print("RAISED " + type(error).__name__, flush=True)
+    if not swallow:
+        raise
+    while True:  # an application that catches everything and carries on
+        time.sleep(0.05)
 print("FINISHED", flush=True)
 """
 
@@ -124,6 +133,9 @@ def test_sigterm_exports_the_run_as_an_error_and_exits_143(
     assert exceptions, [e.name for e in run.events]
     assert exceptions[0].attributes["exception.type"].endswith("ProcessTerminated")
     assert "terminated by SIGTERM" in exceptions[0].attributes["exception.message"]
+    assert "RAISED ProcessTerminated" in output  # ondine saw a Ctrl-C-like interrupt...
+    checkpoints = [e for e in run.events if e.name == "ondine.checkpoint"]
+    assert checkpoints, [e.name for e in run.events]  # ...and saved its checkpoint
     names = sorted({s.name for s in receiver.spans()})
     assert "ondine.stage LLMInvocation" in names, names
     errors = [
@@ -161,3 +173,15 @@ def test_a_hanging_collector_cannot_hold_the_exit_past_the_bound() -> None:
         code, output, elapsed = run_and_signal({"otlp_endpoint": endpoint, "shutdown_timeout": 1})
     assert code == -signal.SIGTERM, output[-3000:]
     assert elapsed < 1.0 + 1.5, elapsed
+
+
+def test_a_job_that_swallows_the_interrupt_still_ends_within_the_bound(
+    receiver: OtlpHttpReceiver,
+) -> None:
+    code, output, elapsed = run_and_signal(
+        {"otlp_endpoint": receiver.endpoint, "shutdown_timeout": 1, "swallow": True}
+    )
+    assert code == 128 + signal.SIGTERM, output[-3000:]
+    assert elapsed < 1.0 + 1.5, elapsed
+    (run,) = _run_spans(receiver)
+    assert run.is_error

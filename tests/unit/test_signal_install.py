@@ -88,3 +88,4 @@ def test_process_terminated_names_the_signal() -> None:
     error = signals.ProcessTerminated(signal.SIGTERM)
     assert str(error) == "process terminated by SIGTERM"
     assert not isinstance(error, Exception)  # nothing catches it as an ordinary error
+    assert isinstance(error, KeyboardInterrupt)  # ondine saves its checkpoint, as on Ctrl-C
