@@ -95,6 +95,7 @@ class PushgatewayPusher:
         self._home = None if home_pipeline is None else pipeline_label(home_pipeline)
         self._active: dict[str, tuple[RunTelemetry, str]] = {}
         self._swept: set[str] = set()  # pipelines whose stale run groups were cleaned up
+        self._closing = threading.Event()
         self._lock = threading.Lock()
         # Every push happens on one worker, in order: a finished run's final push and delete
         # always come after its last periodic push, and the job's thread never waits on HTTP.
@@ -261,6 +262,7 @@ class PushgatewayPusher:
             thread, self._thread = self._thread, None
         if thread is None:
             return
+        self._closing.set()
         self._tasks.put(None)
         thread.join(timeout=timeout)
 
@@ -275,15 +277,18 @@ class PushgatewayPusher:
                 self._tasks.all_tasks_done.wait(left)
         return True
 
-    @staticmethod
-    def _guarded(site: str, push: Callable[..., None], *args: Any) -> None:
-        """Push, retry once after a short pause, and report a second failure (once per kind)."""
+    def _guarded(self, site: str, push: Callable[..., None], *args: Any) -> None:
+        """Push, retry once after a short pause, and report a second failure (once per kind).
+
+        The pause is on the pusher's own thread (the job never waits on it) and is skipped once
+        `close()` has begun: the final pushes must fit in the shutdown's time.
+        """
         try:
             push(*args)
             return
         except Exception:  # noqa: BLE001 - a dead gateway must not break the job
             pass
-        time.sleep(RETRY_DELAY_S)  # on the pusher's own thread: the job never waits on it
+        self._closing.wait(RETRY_DELAY_S)
         try:
             push(*args)
         except Exception as error:  # noqa: BLE001
