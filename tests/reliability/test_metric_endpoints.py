@@ -23,7 +23,7 @@ from tests.support.services import Service
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
 SHUTDOWN_TIMEOUT_S = 3.0
-REPETITIONS = 3
+REPETITIONS = 5
 
 _PORT_CHILD = """
 import ondine_otel
