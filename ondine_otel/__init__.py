@@ -4,6 +4,7 @@ The public surface only; see the README for the entries (instrument(), zero-code
 """
 
 from ondine_otel.config import ConfigError, TelemetryConfig
+from ondine_otel.export.sampler import ParentBasedRandomBitsRatioSampler, RandomBitsRatioSampler
 from ondine_otel.export.setup import Telemetry, instrument
 from ondine_otel.hooks import registered
 from ondine_otel.hooks.observer import OtelObserver
@@ -16,6 +17,8 @@ __all__ = [
     "ConfigError",
     "OndineInstrumentor",
     "OtelObserver",
+    "ParentBasedRandomBitsRatioSampler",
+    "RandomBitsRatioSampler",
     "Telemetry",
     "TelemetryConfig",
     "__version__",

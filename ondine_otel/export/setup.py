@@ -21,7 +21,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import TracerProvider
 
-from ondine_otel.config import ConfigError, TelemetryConfig
+from ondine_otel.config import DEFAULTS, ConfigError, TelemetryConfig
 from ondine_otel.export import providers as exporters
 from ondine_otel.export.pushgateway import PushgatewayPusher
 from ondine_otel.export.quiet_logs import quiet_export_logs
@@ -74,7 +74,7 @@ class Telemetry:
             self.tracer_provider, listener=self.listener, **self.config.observer_settings()
         )
 
-    def shutdown(self, timeout: float = 5.0) -> None:
+    def shutdown(self, timeout: float = DEFAULTS["shutdown_timeout"]) -> None:
         """Stop instrumenting, flush and stop exports; returns within about `timeout` seconds."""
         global _current
         with _lock:

@@ -20,6 +20,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
+from ondine_otel.config import DEFAULTS
 from ondine_otel.telemetry import forksafe, semconv
 from ondine_otel.telemetry.aggregation import CallAggregates, CallKey, SeriesRecorder
 from ondine_otel.telemetry.guard import report
@@ -146,7 +147,7 @@ class OndineMetrics:
         self,
         meter_provider: MeterProvider | None = None,
         *,
-        label_limit: int = 100,
+        label_limit: int = DEFAULTS["label_limit"],
         produced: bool = False,
     ) -> None:
         provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
@@ -374,7 +375,10 @@ _BY_PROVIDER_LOCK = threading.Lock()
 
 
 def metrics_for(
-    meter_provider: MeterProvider | None, *, label_limit: int = 100, produced: bool = False
+    meter_provider: MeterProvider | None,
+    *,
+    label_limit: int = DEFAULTS["label_limit"],
+    produced: bool = False,
 ) -> OndineMetrics:
     """The one OndineMetrics of a MeterProvider (its label limit is the first one asked for).
 
