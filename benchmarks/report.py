@@ -41,7 +41,8 @@ def render(doc: dict[str, Any]) -> str:
         "",
         f"- {doc['timestamp']}, {doc['duration_s']:.0f} s in all"
         + (" — **quick mode: tiny sizes, not a measurement**" if doc["quick"] else ""),
-        f"- CPython {m['python']} ({m['implementation']}), {m['platform']}, {m['cpu_count']} CPUs",
+        f"- CPython {m['python']} ({m['implementation']}), {m['platform']}, "
+        f"{m['cpu_count']} CPUs" + _load_note(m),
         "- " + ", ".join(f"{name} {ver}" for name, ver in v.items() if ver),
         "",
     ]
@@ -65,6 +66,18 @@ def _timing(name: str, r: dict[str, Any], per_round: str | None) -> str:
         f"| {name} | {_cell(r['median_s'], '.3f')} | {_cell(r['min_s'], '.3f')}–"
         f"{_cell(r['max_s'], '.3f')} | {_cell(r['rows_per_s'], ',.0f')} | {ratio} | "
         f"{_cell(r['per_call_us'] if name != 'bare' else None, '+.1f')} |"
+    )
+
+
+def _load_note(machine: dict[str, Any]) -> str:
+    """The 1-minute load average around the run; near the CPU count means a shared machine."""
+    load = machine.get("load_average_1min") or {}
+    start, end = load.get("start"), load.get("end")
+    if start is None or end is None:
+        return ""
+    busy = max(start, end) > (machine["cpu_count"] or 1) * 0.75
+    return f"; load average {start:g} at start, {end:g} at end" + (
+        " — **the machine was busy with other work: these ratios are noise**" if busy else ""
     )
 
 
