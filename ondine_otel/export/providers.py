@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import socket
 import threading
+import uuid
 from typing import Any
 
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
@@ -51,9 +52,15 @@ METRIC_EXPORT_INTERVAL_MS = 15_000
 
 
 def build_resource(config: TelemetryConfig) -> Resource:
-    """service.name and OTEL_RESOURCE_ATTRIBUTES-style attributes from the config."""
+    """service.name and OTEL_RESOURCE_ATTRIBUTES-style attributes from the config.
+
+    Each process gets its own `service.instance.id` unless one is configured: parallel workers
+    of one job exporting OTLP metrics would otherwise write the same series and overwrite each
+    other (Prometheus' OTLP receiver makes it the `instance` label).
+    """
     attributes: dict[str, Any] = dict(config.resource_attributes)
     attributes["service.name"] = config.service_name
+    attributes.setdefault("service.instance.id", str(uuid.uuid4()))
     return Resource.create(attributes)
 
 

@@ -436,4 +436,11 @@ def test_otlp_metrics_decode_to_the_run_totals(
         for rm in req.message.resource_metrics
     }
     assert services == {"metered-runs-test"}
+    instances = {
+        attributes(rm.resource.attributes).get("service.instance.id")
+        for req in receiver.requests("metrics")
+        if isinstance(req.message, ExportMetricsServiceRequest)
+        for rm in req.message.resource_metrics
+    }
+    assert len(instances) == 1 and None not in instances  # one per process, set for the user
     print(f"OTLP {protocol}: cost={cost} tokens={tokens} rows={rows}")
