@@ -2,8 +2,9 @@
 
 Each one is a genuine network peer the exporters talk to, not a patched client: a port that
 refuses connections, a TCP server that accepts and never answers (for HTTP and gRPC alike), an
-HTTP server that answers a fixed status, slowly if asked, and a real gRPC server that returns a
-status code (UNAVAILABLE) or answers slowly. They count what they saw, so tests can tell one
+HTTP server that answers a fixed status, slowly if asked, a real gRPC server that returns a
+status code (UNAVAILABLE) or answers slowly, a TCP proxy that makes a real server answer late,
+and a TLS front with a self-signed certificate. They count what they saw, so tests can tell one
 retry from one per batch.
 """
 
