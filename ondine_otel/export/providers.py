@@ -47,7 +47,7 @@ from ondine_otel.export.sampler import RandomBitsRatioSampler
 from ondine_otel.telemetry.metrics import OndineMetrics, metric_views, metrics_for
 
 #: Bounded export queue: a stalled collector drops spans instead of growing memory.
-SPAN_QUEUE_SIZE = 8192
+SPAN_QUEUE_SIZE = 2048
 METRIC_EXPORT_INTERVAL_MS = 15_000
 
 
@@ -103,13 +103,35 @@ def _otlp_exporter(settings: OtlpSettings, signal: str, class_name: str) -> Any:
             compression=_compression(settings, grpc=True),
         )
     module = importlib.import_module(f"opentelemetry.exporter.otlp.proto.http.{signal}")
+    extra: dict[str, Any] = {}
+    if settings.certificate is not None:
+        extra["session"] = _certificate_session()
     return getattr(module, class_name)(
         endpoint=settings.endpoint,
         certificate_file=settings.certificate,
         headers=headers,
         timeout=settings.timeout_s,
         compression=_compression(settings, grpc=False),
+        **extra,
     )
+
+
+def _certificate_session() -> Any:
+    """A requests Session whose configured CA is the one used.
+
+    requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a Session's `verify` on every
+    request, so an `otlp_certificate` would be silently replaced by whatever bundle the
+    environment names; this session keeps its own (proxies still come from the environment).
+    """
+    import requests
+
+    class PinnedVerifySession(requests.Session):
+        def merge_environment_settings(self, *args: Any, **kwargs: Any) -> Any:
+            merged = super().merge_environment_settings(*args, **kwargs)
+            merged["verify"] = self.verify
+            return merged
+
+    return PinnedVerifySession()
 
 
 def otlp_span_exporter(settings: OtlpSettings) -> SpanExporter:

@@ -4,7 +4,8 @@ A dead collector makes the OTel exporters log on every batch and every retry. Un
 which hands the root logger to Rich, each line costs ~1.8 ms of the interpreter, on the export
 thread but holding the lock the job needs. A filter on the SDK's and exporters' own loggers
 (never the root logger or its handlers) lets the first record of each message through and
-counts the rest.
+counts the rest. A logger is one component (the HTTP span exporter, the gRPC exporter, the
+batch processor): its first line says what failed; its retries and repeats add nothing.
 """
 
 from __future__ import annotations
@@ -15,17 +16,19 @@ import threading
 _PREFIXES = ("opentelemetry.exporter", "opentelemetry.sdk")
 
 
-class OncePerMessage(logging.Filter):
-    """Passes the first record of each (logger, message template); drops the repeats."""
+class OncePerLogger(logging.Filter):
+    """Passes the first warning or error of each logger; drops the later ones (counted)."""
 
     def __init__(self) -> None:
         super().__init__("ondine_otel.once")
-        self._seen: set[tuple[str, str]] = set()
+        self._seen: set[str] = set()
         self._lock = threading.Lock()
         self.suppressed = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, str(record.msg))
+        if record.levelno < logging.WARNING:
+            return True
+        key = record.name
         with self._lock:
             if key in self._seen:
                 self.suppressed += 1
@@ -34,7 +37,7 @@ class OncePerMessage(logging.Filter):
         return True
 
 
-ONCE = OncePerMessage()
+ONCE = OncePerLogger()
 
 
 def quiet_export_logs() -> None:

@@ -28,6 +28,8 @@ CallSink = Callable[[str | None, str, str | None], SeriesRecorder]
 _Resolved = tuple[str | None, str, tuple[SeriesRecorder, ...]]
 
 _MAX_MESSAGE = 1024
+#: Characters of one captured message kept on a span (content capture only).
+CONTENT_LIMIT = 8192
 
 
 class LLMCalls:
@@ -220,7 +222,7 @@ def messages(
 ) -> dict[str, str]:
     """GenAI semconv message attributes (JSON), redacted."""
     inputs = [
-        {"role": role, "parts": [{"type": "text", "content": redact(str(text))}]}
+        {"role": role, "parts": [{"type": "text", "content": _content(text)}]}
         for role, text in (("system", system), ("user", prompt))
         if text
     ]
@@ -229,7 +231,7 @@ def messages(
         outputs.append(
             {
                 "role": "assistant",
-                "parts": [{"type": "text", "content": redact(str(completion))}],
+                "parts": [{"type": "text", "content": _content(completion)}],
                 "finish_reason": finish_reason or "stop",
             }
         )
@@ -237,6 +239,15 @@ def messages(
         semconv.GEN_AI_INPUT_MESSAGES: json.dumps(inputs),
         semconv.GEN_AI_OUTPUT_MESSAGES: json.dumps(outputs),
     }
+
+
+def _content(text: Any) -> str:
+    """Redacted, and cut to CONTENT_LIMIT: one huge prompt must not make the span batch too
+    large for the collector (gRPC refuses requests over 4 MB), which would lose the trace."""
+    clean = redact(str(text))
+    if len(clean) <= CONTENT_LIMIT:
+        return clean
+    return clean[:CONTENT_LIMIT] + f"…[{len(clean) - CONTENT_LIMIT} characters cut]"
 
 
 def _prompt(args: Sequence[Any], kwargs: Mapping) -> Any:
