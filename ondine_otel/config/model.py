@@ -193,6 +193,7 @@ class TelemetryConfig:
     pushgateway_password: str | None = _default("pushgateway_password")
     pushgateway_grouping: Mapping[str, str] = _default("pushgateway_grouping", hash=False)
     push_interval: float = _default("push_interval")
+    metric_export_interval: int = _default("metric_export_interval")
     handle_signals: bool = _default("handle_signals")
     shutdown_timeout: float = _default("shutdown_timeout")
     llm_span_limit: int = _default("llm_span_limit")

@@ -304,6 +304,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds between Pushgateway pushes during a run.",
     ),
     Setting(
+        "metric_export_interval",
+        "OTEL_METRIC_EXPORT_INTERVAL",
+        15000,
+        integer(1, None, "expected a whole number of milliseconds >= 1"),
+        "Milliseconds between OTLP metric exports (the SDK's 60000 is long for batch jobs).",
+    ),
+    Setting(
         "handle_signals",
         f"{ENV_PREFIX}HANDLE_SIGNALS",
         True,

@@ -48,7 +48,6 @@ from ondine_otel.telemetry.metrics import OndineMetrics, metric_views, metrics_f
 
 #: Bounded export queue: a stalled collector drops spans instead of growing memory.
 SPAN_QUEUE_SIZE = 2048
-METRIC_EXPORT_INTERVAL_MS = 15_000
 
 
 def build_resource(config: TelemetryConfig) -> Resource:
@@ -252,7 +251,7 @@ def metric_readers(
             readers.append(
                 OndinePeriodicReader(
                     otlp_metric_exporter(settings),
-                    export_interval_millis=METRIC_EXPORT_INTERVAL_MS,
+                    export_interval_millis=config.metric_export_interval,
                     export_timeout_millis=settings.timeout_s * 1000,
                 )
             )

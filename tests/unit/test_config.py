@@ -113,6 +113,7 @@ def _samples(cert_env: str, cert_arg: Path) -> dict[str, tuple[str, Any, Any, An
             {"shard": "a"},
         ),
         "push_interval": ("2.5", 2.5, 30, 30.0),
+        "metric_export_interval": ("2500", 2500, 500, 500),
         "handle_signals": ("false", False, True, True),
         "shutdown_timeout": ("0.5", 0.5, 10, 10.0),
         "llm_span_limit": ("0", 0, 50, 50),
