@@ -90,3 +90,15 @@ class OndinePrometheusReader(ProducingReader, PrometheusMetricReader):
 
 class OndinePeriodicReader(ProducingReader, PeriodicExportingMetricReader):
     """The OTLP (and console) push reader."""
+
+    _abandoned = False
+
+    def abandon(self) -> None:
+        """Export nothing from now on (a forked child's copy of the parent's reader)."""
+        self._abandoned = True
+
+    def _receive_metrics(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> None:
+        if not self._abandoned:
+            super()._receive_metrics(metrics_data, timeout_millis=timeout_millis, **kwargs)

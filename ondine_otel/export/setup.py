@@ -10,6 +10,8 @@ exit hostage.
 from __future__ import annotations
 
 import atexit
+import dataclasses
+import os
 import threading
 import time
 from typing import Any
@@ -25,6 +27,7 @@ from ondine_otel.config import DEFAULTS, ConfigError, TelemetryConfig
 from ondine_otel.export import providers as exporters
 from ondine_otel.export.pushgateway import PushgatewayPusher
 from ondine_otel.export.quiet_logs import quiet_export_logs
+from ondine_otel.export.readers import OndinePeriodicReader
 from ondine_otel.hooks import signals
 from ondine_otel.hooks.observer import OtelObserver
 from ondine_otel.instrumentor import OndineInstrumentor
@@ -57,7 +60,11 @@ class Telemetry:
         self.instrumentor: OndineInstrumentor | None = None
         self.listener: FanOut | None = None
         self._owned: list[Any] = []  # providers we built and must flush and shut down
+        self._readers: list[Any] = []  # the metric readers we built
         self._closed = False
+        #: Set in a forked worker's own set-up: flush after every run (Pool workers end with
+        #: os._exit, which runs no exit hook).
+        self.forked = False
 
     @property
     def enabled(self) -> bool:
@@ -96,6 +103,19 @@ class Telemetry:
             )
         if self.prometheus is not None:
             _quietly("stopping the Prometheus endpoint", self.prometheus.close)
+        for provider in self._owned:
+            _bounded(provider.shutdown, deadline)
+
+    def _abandon(self) -> None:
+        """In a forked child: drop the parent's set-up without exporting what it inherited
+        (the parent reports that itself, under its own service.instance.id)."""
+        self._closed = True
+        atexit.unregister(self._at_exit)
+        signals.uninstall_for(self)
+        for reader in self._readers:
+            if isinstance(reader, OndinePeriodicReader):
+                reader.abandon()
+        deadline = time.monotonic() + 1.0
         for provider in self._owned:
             _bounded(provider.shutdown, deadline)
 
@@ -154,6 +174,52 @@ def _build(config: TelemetryConfig) -> Telemetry:
     atexit.register(telemetry._at_exit)
     signals.install_for(telemetry)  # SIGTERM: end runs, flush, chain (handle_signals)
     return telemetry
+
+
+class _FlushAfterRun:
+    """In a forked worker's set-up: flush (bounded) as each run ends. Does nothing elsewhere."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._telemetry = telemetry
+
+    def run_started(self, run: Any) -> None:
+        pass
+
+    def run_finished(self, run: Any, status: str, duration_s: float) -> None:
+        telemetry = self._telemetry
+        if telemetry.forked and not telemetry._closed:
+            signals.flush(telemetry, telemetry.config.shutdown_timeout, exiting=False)
+
+    def stage_finished(self, run: Any, stage: str, status: str, seconds: float) -> None:
+        pass
+
+    def checkpoint_saved(self, run: Any, saved: bool) -> None:
+        pass
+
+
+def _after_fork_in_child() -> None:
+    """A forked worker gets a set-up of its own: fresh providers and metric state and its own
+    service.instance.id, so its numbers add to the parent's instead of repeating them."""
+    global _current, _lock
+    _lock = threading.RLock()  # the parent's may have been held by another thread
+    parent = _current
+    if parent is None or parent._closed or not parent.enabled:
+        return
+    _current = None
+    try:
+        parent._abandon()
+        config = parent.config
+        if config.prometheus_port:  # the parent serves that port: the worker takes any free one
+            config = dataclasses.replace(config, prometheus_port=0)
+        child = _build(config)
+        child.forked = True
+        _current = child
+    except Exception as error:  # noqa: BLE001 - the worker runs on without telemetry
+        report("setting telemetry up again in a forked worker", error)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _start(telemetry: Telemetry, config: TelemetryConfig) -> None:
@@ -220,6 +286,8 @@ def _start(telemetry: Telemetry, config: TelemetryConfig) -> None:
             )
             listeners.append(telemetry.pusher)
 
+    listeners.append(_FlushAfterRun(telemetry))
+    telemetry._readers = readers
     quiet_export_logs()  # the exporters are imported by now: one line per failure kind
     telemetry.listener = FanOut(listeners)
     instrumentor = OndineInstrumentor()
