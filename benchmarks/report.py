@@ -112,12 +112,14 @@ def _rounds(s: dict[str, Any]) -> list[str]:
 def _rss(s: dict[str, Any]) -> list[str]:
     out = [
         "| variant | median s | min–max s | rows/s | time ratio | µs/call | RSS Δ MB "
-        "| over bare MB | target | within |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| RSS Δ min–max MB | over bare MB | target | within |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for name, r in s["variants"].items():
+        spread = r.get("rss_delta_range_bytes")
+        low_high = f"{_mb(spread[0])}–{_mb(spread[1])}" if spread else "–"
         out.append(
-            _timing(name, r, None) + f" {_mb(r['rss_delta_bytes'])} | "
+            _timing(name, r, None) + f" {_mb(r['rss_delta_bytes'])} | {low_high} | "
             f"{_mb(r['rss_over_bare_bytes'] if name != 'bare' else None, '+.1f')} | "
             f"{r.get('target', '–')} | {_yes(r.get('within_target'))} |"
         )

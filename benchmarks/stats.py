@@ -69,6 +69,7 @@ def summarize(
             if peak is None or base_peak is None
             else peak - base_peak,
             "rss_delta_bytes": rss,
+            "rss_delta_range_bytes": _range([_rss_delta(s) for s in runs]),
             "rss_over_bare_bytes": None if rss is None or base_rss is None else rss - base_rss,
             "teardown_s_median": _r(statistics.median(teardown), 3) if teardown else None,
             "teardown_s_max": _r(max(teardown), 3) if teardown else None,
@@ -93,6 +94,11 @@ def _rss_delta(sample: Sample) -> int | None:
     if sample.rss_before is None or sample.rss_peak is None:
         return None
     return sample.rss_peak - sample.rss_before
+
+
+def _range(values: Sequence[int | None]) -> list[int] | None:
+    known = [v for v in values if v is not None]
+    return [min(known), max(known)] if known else None
 
 
 def _median(values: Sequence[int | None]) -> int | None:
