@@ -44,6 +44,8 @@ RUN_DURATION_BUCKETS: Sequence[float] = (
 )  # fmt: skip
 
 _UNKNOWN = "unknown"
+#: Seconds one reading of a run's context serves the callbacks of a collection.
+COLLECTION_REUSE_S = 0.05
 
 
 def metric_views() -> list[View]:
@@ -83,6 +85,13 @@ class _RunLabels:
         self.model = limiter.model(run.model or _UNKNOWN)
         self.provider = run.provider or _UNKNOWN
         self.run_id = run.session_id
+        # Built once: every collection sums every active run's contributions under these.
+        self.base_key = _key(self.base)
+        self.priced_key = _key(self.priced)
+        self.token_keys = tuple(
+            (token_type, _key({**self.priced, semconv.LABEL_TYPE: token_type}))
+            for token_type in ("input", "output")
+        )
 
     @property
     def base(self) -> dict[str, str]:
@@ -111,11 +120,11 @@ RUN_GAUGES: tuple[tuple[str, str, str, Callable[[RunTelemetry], float | None]], 
     (semconv.METRIC_RUN_PROGRESS_RATIO, "", "Fraction of the active run's rows done (0..1)",
      lambda run: _ratio(run)),
     (semconv.METRIC_RUN_ROWS_DONE, "", "Rows the active run has done",
-     lambda run: run.snapshot().rows_processed),
+     lambda run: run.snapshot(COLLECTION_REUSE_S).rows_processed),
     (semconv.METRIC_RUN_ROWS_EXPECTED, "", "Rows the active run will process",
-     lambda run: run.snapshot().rows_total),
+     lambda run: run.snapshot(COLLECTION_REUSE_S).rows_total),
     (semconv.METRIC_RUN_COST, "", "Spend of the active run (its session) so far, in USD",
-     lambda run: run.snapshot().cost_usd),
+     lambda run: run.snapshot(COLLECTION_REUSE_S).cost_usd),
     (semconv.METRIC_RUN_START, "s", "Unix time the active run started",
      lambda run: run.start_wall),
     (semconv.METRIC_RUN_BUDGET, "", "ondine's max_budget of the active run, in USD",
@@ -124,7 +133,7 @@ RUN_GAUGES: tuple[tuple[str, str, str, Callable[[RunTelemetry], float | None]], 
 
 
 def _ratio(run: RunTelemetry) -> float:
-    now = run.snapshot()
+    now = run.snapshot(COLLECTION_REUSE_S)
     if not now.rows_total:
         return 0.0
     return min(now.rows_processed / now.rows_total, 1.0)
@@ -164,6 +173,9 @@ class OndineMetrics:
         self._retained: dict[str, dict[Key, float]] = defaultdict(lambda: defaultdict(float))
         self._pipelines: set[str] = set()
         self._last_success: dict[str, float] = {}
+        # (when, totals per counter): the five counter callbacks of one collection share it;
+        # a run starting or ending invalidates it.
+        self._totals_cache: tuple[float, dict[str, dict[Key, float]]] | None = None
 
         counter = meter.create_observable_counter
         counter(semconv.METRIC_ROWS_PROCESSED, [_safe(self._rows_processed)], "{row}",
@@ -212,6 +224,7 @@ class OndineMetrics:
         with self._lock:
             self._active[run.session_id] = (run, labels)
             self._pipelines.add(labels.pipeline)
+            self._totals_cache = None
         # Alerts use increase(): a series born at 1 on the first failure shows no increase, so
         # every outcome exists at 0 from the pipeline's first run.
         for status in ("success", "error"):
@@ -229,6 +242,7 @@ class OndineMetrics:
             labels = entry[1]
             for name, key, value in self._contributions(run.added(), labels):
                 self._retained[name][key] += value
+            self._totals_cache = None
             if status == "success":
                 self._last_success[labels.pipeline] = time.time()
         attributes = {**labels.base, semconv.LABEL_STATUS: status}
@@ -292,22 +306,32 @@ class OndineMetrics:
 
     @staticmethod
     def _contributions(delta: RunDelta, labels: _RunLabels) -> Iterable[tuple[str, Key, float]]:
-        base, priced = labels.base, labels.priced
-        yield semconv.METRIC_ROWS_PROCESSED, _key(base), delta.rows_processed
-        yield semconv.METRIC_ROWS_FAILED, _key(base), delta.rows_failed
-        yield semconv.METRIC_ROWS_SKIPPED, _key(base), delta.rows_skipped
-        yield semconv.METRIC_COST, _key(priced), delta.cost_usd
-        for token_type, count in (("input", delta.tokens_input), ("output", delta.tokens_output)):
-            yield semconv.METRIC_TOKENS, _key({**priced, semconv.LABEL_TYPE: token_type}), count
+        base = labels.base_key
+        yield semconv.METRIC_ROWS_PROCESSED, base, delta.rows_processed
+        yield semconv.METRIC_ROWS_FAILED, base, delta.rows_failed
+        yield semconv.METRIC_ROWS_SKIPPED, base, delta.rows_skipped
+        yield semconv.METRIC_COST, labels.priced_key, delta.cost_usd
+        (_, as_input), (_, as_output) = labels.token_keys
+        yield semconv.METRIC_TOKENS, as_input, delta.tokens_input
+        yield semconv.METRIC_TOKENS, as_output, delta.tokens_output
 
     def _totals(self, name: str) -> list[Observation]:
+        """One counter's totals; all five are summed in one pass per collection."""
         with self._lock:
-            totals: dict[Key, float] = defaultdict(float, self._retained[name])
-            for run, labels in self._active.values():
-                for metric, key, value in self._contributions(run.added(), labels):
-                    if metric == name:
-                        totals[key] += value
-        return [Observation(value, dict(key)) for key, value in totals.items()]
+            cached = self._totals_cache
+            now = time.monotonic()
+            if cached is None or now - cached[0] >= COLLECTION_REUSE_S:
+                totals: dict[str, dict[Key, float]] = {
+                    metric: defaultdict(float, retained)
+                    for metric, retained in self._retained.items()
+                }
+                for run, labels in self._active.values():
+                    delta = run.added(COLLECTION_REUSE_S)
+                    for metric, key, value in self._contributions(delta, labels):
+                        totals.setdefault(metric, defaultdict(float))[key] += value
+                cached = self._totals_cache = (now, totals)
+            chosen = dict(cached[1].get(name, {}))
+        return [Observation(value, dict(key)) for key, value in chosen.items()]
 
     def _rows_processed(self, options: CallbackOptions) -> list[Observation]:
         return self._totals(semconv.METRIC_ROWS_PROCESSED)

@@ -137,6 +137,7 @@ class RunTelemetry:
         self._lock = threading.Lock()
         self._finished = False
         self._cleanups: dict[object, Callable[[], None]] = {}
+        self._reading: tuple[float, snapshot.RunSnapshot] | None = None
         #: Set when the run was interrupted where no execute() wrapper can end it: the
         #: checkpoint ondine saves next ends it instead (after recording its event).
         self.end_after_checkpoint: BaseException | None = None
@@ -201,14 +202,14 @@ class RunTelemetry:
         return self.restored is not None or flagged
 
     # --- what this run added -------------------------------------------------------------
-    def added(self) -> RunDelta:
+    def added(self, max_age: float = 0.0) -> RunDelta:
         """What this run added to ondine's cumulative totals, read live from the context.
 
         Input and output come straight from ondine's split counters, each of which only grows,
         so neither series can dip when a reader collects between ondine's updates of the total
         and of the split. Without a split, all tokens count as input.
         """
-        now = snapshot.take(self.context)
+        now = self.snapshot(max_age)
         base = self.baseline
         total = max(now.tokens_total - base.tokens_total, 0)
         if now.tokens_input is not None and now.tokens_output is not None:
@@ -225,9 +226,22 @@ class RunTelemetry:
             tokens_output=tokens_output,
         )
 
-    def snapshot(self) -> snapshot.RunSnapshot:
-        """The run's cumulative totals right now (as ondine counts them, restored part included)."""
-        return snapshot.take(self.context)
+    def snapshot(self, max_age: float = 0.0) -> snapshot.RunSnapshot:
+        """The run's cumulative totals (as ondine counts them, restored part included).
+
+        `max_age` > 0 lets the callbacks of one collection share one reading: a scrape reads
+        every counter and gauge of every active run, and each reading takes ondine's lock.
+        """
+        if max_age > 0:
+            cached = self._reading
+            if cached is not None and time.monotonic() - cached[0] < max_age:
+                return cached[1]
+        taken_at = time.monotonic()
+        now = snapshot.take(self.context)
+        cached = self._reading
+        if cached is None or cached[0] < taken_at:
+            self._reading = (taken_at, now)
+        return now
 
     def traceparent(self) -> str | None:
         """The run span's W3C traceparent, stored into checkpoints for the resume link."""
