@@ -11,7 +11,6 @@ checked is a loose 1.5x, the measured ratio goes to docs/reliability.md.
 from __future__ import annotations
 
 import contextlib
-import statistics
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
 PROTOCOLS = ("grpc", "http/protobuf")
 FAULTS = ("refused", "hanging", "unavailable", "slow")
-REPETITIONS = 3
+REPETITIONS = 5
 ROWS = 1200
 OTLP_TIMEOUT_MS = 1000
 SHUTDOWN_TIMEOUT_S = 1.5
@@ -85,8 +84,10 @@ class Outcome:
 
     @property
     def ratio(self) -> float:
+        """Best against best: on a shared 2-CPU machine load only ever adds time, so the
+        fastest of the alternating repetitions is the fairest figure for each condition."""
         walls = self.result["walls"]
-        return float(statistics.median(walls["fault"]) / statistics.median(walls["none"]))
+        return float(min(walls["fault"]) / min(walls["none"]))
 
 
 @contextlib.contextmanager
@@ -175,7 +176,7 @@ def test_collector_fault_never_reaches_the_job(
         _SEES[fault],
         f"result unchanged, nothing raised, shutdown(timeout={SHUTDOWN_TIMEOUT_S:g}) bounded, "
         "one warning per signal (not one per batch)",
-        f"wall {outcome.ratio:.2f}x nothing exported (median of {REPETITIONS}); shutdown max "
+        f"wall {outcome.ratio:.2f}x nothing exported (best of {REPETITIONS}); shutdown max "
         f"{worst_shutdown:.2f} s; {len(fault_logs)} log lines for "
         f"{outcome.attempts if outcome.attempts is not None else 'n/a'} failed exports",
         ratio=outcome.ratio,
