@@ -175,7 +175,7 @@ def test_rules_use_only_contract_metric_names_and_labels() -> None:
         used |= set(re.findall(r"(?<![\w:])((?:ondine|gen_ai)_[a-z_]+)", bare_expr))
     bare = {re.sub(r"_(bucket|sum|count)$", "", name) for name in used}
     assert bare - set(semconv.PROMETHEUS_NAMES) == set()
-    # What the alerts need from the lead's side of the contract is all there.
+    # What the alerts need from the instrumentation's side of the contract is all there.
     for name in (
         "ondine_runs_total",
         "ondine_rows_failed_total",
