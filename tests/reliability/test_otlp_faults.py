@@ -5,7 +5,7 @@ real fault server in this process. The child alternates the same job with the fa
 (traces and metrics both over OTLP) and with the same instrumentation exporting nothing (spans
 dropped, metrics kept for an unscraped pull reader), medians over the repetitions, and
 shuts each set-up down with a bound. Timings are reported, never asserted tightly: the bound
-checked is a loose 1.5x, the measured ratio goes to docs/reliability.md.
+checked is a loose 2x (a stalled export would be 4x), the measured ratio goes to docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -84,10 +84,8 @@ class Outcome:
 
     @property
     def ratio(self) -> float:
-        """Best against best: on a shared 2-CPU machine load only ever adds time, so the
-        fastest of the alternating repetitions is the fairest figure for each condition."""
         walls = self.result["walls"]
-        return float(min(walls["fault"]) / min(walls["none"]))
+        return float(statistics.median(walls["fault"]) / statistics.median(walls["none"]))
 
 
 @contextlib.contextmanager
@@ -176,7 +174,7 @@ def test_collector_fault_never_reaches_the_job(
         _SEES[fault],
         f"result unchanged, nothing raised, shutdown(timeout={SHUTDOWN_TIMEOUT_S:g}) bounded, "
         "one warning per signal (not one per batch)",
-        f"wall {outcome.ratio:.2f}x nothing exported (best of {REPETITIONS}); shutdown max "
+        f"wall {outcome.ratio:.2f}x nothing exported (median of {REPETITIONS}); shutdown max "
         f"{worst_shutdown:.2f} s; {len(fault_logs)} log lines for "
         f"{outcome.attempts if outcome.attempts is not None else 'n/a'} failed exports",
         ratio=outcome.ratio,
@@ -186,7 +184,10 @@ def test_collector_fault_never_reaches_the_job(
     assert result["errors"] == []
     assert result["same_output"] and result["same_cost"]
     assert len(result["walls"]["fault"]) == REPETITIONS
-    assert outcome.ratio < 1.5, result["walls"]
+    # Loose on purpose (the figure goes to docs/reliability.md; make bench measures the ratio
+    # properly): these jobs take ~0.3 s and the CPU flips between a fast and a 2x slower state,
+    # while one stalled export (OTLP timeout 1 s) would make a job at least 4x slower.
+    assert outcome.ratio < 2.0, result["walls"]
     assert worst_shutdown < SHUTDOWN_TIMEOUT_S + 0.25, result["shutdowns"]  # scheduling slack
     if outcome.attempts is not None:  # the fault was really hit, more than once
         assert outcome.attempts >= 2, outcome.attempts

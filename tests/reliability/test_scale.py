@@ -88,5 +88,7 @@ def test_hundred_thousand_rows_keep_spans_capped_and_memory_flat(
     assert LLM_SPAN_LIMIT <= len(chats) <= cap, (len(chats), cap)
     assert dropped == LARGE - len(chats)
     assert len(in_large) < cap + 20  # run + stages + capped chat spans, nothing per row
-    # Flat in rows: 90,000 more rows cost the adapter no more than noise (a few MiB).
-    assert adapter_growth_mib < 16, (bare_kib, instr_kib)
+    # Flat in rows. ondine's own peak RSS at 100,000 rows varies by ±20 MiB from run to run
+    # (make bench: bare 316-355 MB), so the bound is noise-sized; a leak of even 0.5 KiB per
+    # row would add 44 MiB over these 90,000 rows.
+    assert adapter_growth_mib < 40, (bare_kib, instr_kib)
