@@ -5,12 +5,14 @@ real fault server in this process. The child alternates the same job with the fa
 (traces and metrics both over OTLP) and with the same instrumentation exporting nothing (spans
 dropped, metrics kept for an unscraped pull reader), medians over the repetitions, and
 shuts each set-up down with a bound. Timings are reported, never asserted tightly: the bound
-checked is a loose 2x (a stalled export would be 4x), the measured ratio goes to docs/reliability.md.
+checked is a loose 2x (a stalled export would be 4x); the measured ratio goes to
+docs/reliability.md.
 """
 
 from __future__ import annotations
 
 import contextlib
+import statistics
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
