@@ -228,8 +228,6 @@ class PushgatewayPusher:
     def checkpoint_saved(self, run: RunTelemetry, saved: bool) -> None:
         pass
 
-    def record_llm_call(self, **kwargs: Any) -> None:
-        pass
 
     # --- lifecycle -------------------------------------------------------------------------
     def _loop(self) -> None:

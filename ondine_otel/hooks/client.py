@@ -104,12 +104,6 @@ def unwrap(client: Any) -> None:
                 report("unwrapping an LLM client", error)
 
 
-def is_wrapped(client: Any) -> bool:
-    with _lock:
-        patch = _patches.get(id(client))
-        return patch is not None and patch.client is client
-
-
 def mute_own_events(llm_client: Any) -> Callable[[], None]:
     """Stop ondine building `llm_call` events nobody but us would hear; returns the undo.
 

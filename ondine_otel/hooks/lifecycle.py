@@ -69,10 +69,6 @@ def uninstall() -> None:
         _installed = False
 
 
-def installed() -> bool:
-    return _installed
-
-
 def _execute(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     observer = auto_observer
     attached = observer is not None and _attach(instance, observer)

@@ -117,16 +117,6 @@ class CallAggregates:
 
         return record
 
-    def record(
-        self,
-        key: CallKey,
-        duration_s: float,
-        input_tokens: int | None,
-        output_tokens: int | None,
-    ) -> None:
-        """One call: its duration always, its token counts when it succeeded and reported them."""
-        self.recorder(key)(duration_s, input_tokens, output_tokens)
-
     def snapshot(self) -> dict[CallKey, CallSeries]:
         """A consistent copy of every series (what a collector turns into points)."""
         with self._lock:
