@@ -49,6 +49,13 @@ pipeline = build_demo_pipeline(load_reviews(60 if KIND != "sigterm" else 400), c
                                checkpoint_dir=tempfile.mkdtemp(), checkpoint_interval=10,
                                concurrency=2)
 pipeline.add_observer(Hook(exit_at="ResponseParser" if KIND == "system_exit" else None))
+
+def announce_rows():  # tells the parent when the run has progress to lose
+    while client.success_count < 5:
+        time.sleep(0.01)
+    print("ROWS DONE", flush=True)
+
+threading.Thread(target=announce_rows, daemon=True).start()
 raised = None
 try:
     pipeline.execute()
@@ -98,13 +105,9 @@ def _sigterm_job(receiver: OtlpHttpReceiver) -> tuple[jobs.Finished, float]:
     process = jobs.start(_CHILD.format(kind="sigterm", endpoint=receiver.endpoint))
     assert process.stdout is not None
     deadline = time.monotonic() + 60
-    for line in process.stdout:  # the child prints each stage as it starts
-        if line.strip() == "STAGE LLMInvocation" or time.monotonic() > deadline:
+    for line in process.stdout:  # the child says when some rows are done (progress to lose)
+        if line.strip() == "ROWS DONE" or time.monotonic() > deadline:
             break
-    # Some rows in: the run has progress to lose.
-    wait = time.monotonic() + 0.5
-    while time.monotonic() < wait and process.poll() is None:
-        time.sleep(0.05)
     signalled = time.monotonic()
     process.send_signal(signal.SIGTERM)
     done = jobs.finish(process, timeout=60)
