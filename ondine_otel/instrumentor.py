@@ -1,9 +1,8 @@
 """OndineInstrumentor: trace every `Pipeline.execute()` without touching the job's code.
 
-`_instrument` applies the safety net (`hooks.lifecycle`: wrappers around execute and
-StateManager) and sets the OtelObserver it attaches to every execute() call; `_uninstrument`
-removes every wrapper again. `opentelemetry-instrument` finds this class through the `ondine`
-entry point.
+`_instrument` asks the runtime to attach an observer to every execute() call (and to apply the
+safety net around execute and StateManager); `_uninstrument` stops that and removes every
+wrapper. `opentelemetry-instrument` finds this class through the `ondine` entry point.
 """
 
 from __future__ import annotations
@@ -15,18 +14,19 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 
-from ondine_otel.config import RUN_SETTINGS, TelemetryConfig, sdk_disabled
-from ondine_otel.hooks import lifecycle
-from ondine_otel.hooks.observer import OtelObserver
+from ondine_otel.config import TelemetryConfig, sdk_disabled
+from ondine_otel.hooks.observer import RunObserver
 from ondine_otel.package import _instruments
-from ondine_otel.telemetry.run import RunListener
-
-#: Keyword arguments of `instrument()` passed on to the observer (run settings).
-_OBSERVER_SETTINGS = (*RUN_SETTINGS, "label_limit")
+from ondine_otel.runtime import runtime
 
 
 class OndineInstrumentor(BaseInstrumentor):
-    """`OndineInstrumentor().instrument(tracer_provider=..., meter_provider=...)`."""
+    """`OndineInstrumentor().instrument(tracer_provider=..., meter_provider=...)`.
+
+    Other keyword arguments are run settings (`pipeline_name`, `llm_span_limit`, ...); what is
+    not given comes from the environment (zero-code runs), else the defaults. `listeners`
+    (internal) sends the runs' events to given sinks instead of the providers' metrics.
+    """
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -34,22 +34,22 @@ class OndineInstrumentor(BaseInstrumentor):
     def _instrument(self, **kwargs: Any) -> None:
         if sdk_disabled():
             return  # OTEL_SDK_DISABLED=true: every entry is a no-op
-        listener: RunListener | None = kwargs.get("listener")
-        # What the caller passed, else the environment (zero-code runs), else the defaults.
         settings = TelemetryConfig.from_settings().observer_settings()
-        settings.update({k: kwargs[k] for k in _OBSERVER_SETTINGS if kwargs.get(k) is not None})
-        lifecycle.install()
-        lifecycle.auto_observer = OtelObserver(
+        settings.update({k: kwargs[k] for k in settings if kwargs.get(k) is not None})
+        runtime.get().start_auto(
             kwargs.get("tracer_provider"),
             kwargs.get("meter_provider"),
-            listener=listener,
-            **settings,
+            kwargs.get("listeners"),
+            settings,
         )
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        lifecycle.uninstall()
+        found = runtime.current()
+        if found is not None:
+            found.stop_auto()
 
     @property
-    def observer(self) -> OtelObserver | None:
+    def observer(self) -> RunObserver | None:
         """The observer attached to pipelines while instrumented."""
-        return lifecycle.auto_observer
+        found = runtime.current()
+        return None if found is None else found.auto_observer()

@@ -123,7 +123,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from ondine_otel.demo.pipeline import OUTPUT_COLUMN
     from ondine_otel.export.providers import PrometheusEndpoint
     from ondine_otel.instrumentor import OndineInstrumentor
-    from ondine_otel.telemetry.metrics import metric_views
+    from ondine_otel.telemetry.instruments import metric_views
 
     # ondine logs every skipped row at INFO/WARNING to stdout; the trace tells the same story.
     configure_logging(level=os.environ.get("ONDINE_LOG_LEVEL", "ERROR"))

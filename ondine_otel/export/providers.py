@@ -15,11 +15,13 @@ import threading
 import uuid
 from typing import Any
 
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
     MetricReader,
+    PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
@@ -37,14 +39,15 @@ from prometheus_client import (
 )
 
 from ondine_otel.config import OtlpSettings, TelemetryConfig
-from ondine_otel.export.readers import (
-    OndinePeriodicReader,
-    OndinePrometheusReader,
-    ProducingReader,
-)
 from ondine_otel.export.registry import SerialRegistry
 from ondine_otel.export.sampler import RandomBitsRatioSampler
-from ondine_otel.telemetry.metrics import OndineMetrics, metric_views, metrics_for
+from ondine_otel.export.watch import (
+    Reasons,
+    WatchedMetricExporter,
+    WatchedSpanExporter,
+    no_reason,
+)
+from ondine_otel.telemetry.instruments import metric_views
 
 #: Bounded export queue: a stalled collector drops spans instead of growing memory.
 SPAN_QUEUE_SIZE = 2048
@@ -133,14 +136,20 @@ def _certificate_session() -> Any:
     return PinnedVerifySession()
 
 
-def otlp_span_exporter(settings: OtlpSettings) -> SpanExporter:
-    exporter: SpanExporter = _otlp_exporter(settings, "trace_exporter", "OTLPSpanExporter")
-    return exporter
+def otlp_span_exporter(settings: OtlpSettings, reasons: Reasons = no_reason) -> SpanExporter:
+    """The OTLP span exporter, watched: a failing export is one clear warning."""
+    return WatchedSpanExporter(
+        _otlp_exporter(settings, "trace_exporter", "OTLPSpanExporter"), settings, reasons
+    )
 
 
-def otlp_metric_exporter(settings: OtlpSettings) -> MetricExporter:
-    exporter: MetricExporter = _otlp_exporter(settings, "metric_exporter", "OTLPMetricExporter")
-    return exporter
+def otlp_metric_exporter(
+    settings: OtlpSettings, reasons: Reasons = no_reason
+) -> MetricExporter:
+    """The OTLP metric exporter, watched: a failing export is one clear warning."""
+    return WatchedMetricExporter(
+        _otlp_exporter(settings, "metric_exporter", "OTLPMetricExporter"), settings, reasons
+    )
 
 
 def _grpc_credentials(settings: OtlpSettings) -> Any:
@@ -152,27 +161,29 @@ def _grpc_credentials(settings: OtlpSettings) -> Any:
         return grpc.ssl_channel_credentials(handle.read())
 
 
-def span_exporters(config: TelemetryConfig) -> list[SpanExporter]:
+def span_exporters(config: TelemetryConfig, reasons: Reasons = no_reason) -> list[SpanExporter]:
     """The span exporters the config selects (none when telemetry is disabled)."""
     if config.disabled:
         return []
     chosen: list[SpanExporter] = []
     for name in config.exporters_for("traces"):
         if name == "otlp":
-            chosen.append(otlp_span_exporter(config.otlp_for("traces")))
+            chosen.append(otlp_span_exporter(config.otlp_for("traces"), reasons))
         elif name == "console":
             chosen.append(ConsoleSpanExporter())
     return chosen
 
 
-def span_processors(config: TelemetryConfig) -> list[SpanProcessor]:
+def span_processors(
+    config: TelemetryConfig, reasons: Reasons = no_reason
+) -> list[SpanProcessor]:
     """One bounded BatchSpanProcessor per selected exporter."""
     timeout_ms = int(config.otlp_for("traces").timeout_s * 1000)
     return [
         BatchSpanProcessor(
             exporter, max_queue_size=SPAN_QUEUE_SIZE, export_timeout_millis=timeout_ms
         )
-        for exporter in span_exporters(config)
+        for exporter in span_exporters(config, reasons)
     ]
 
 
@@ -181,9 +192,11 @@ def span_processors_from_env() -> list[SpanProcessor]:
     return span_processors(TelemetryConfig.from_settings())
 
 
-def build_tracer_provider(config: TelemetryConfig, resource: Resource) -> TracerProvider:
+def build_tracer_provider(
+    config: TelemetryConfig, resource: Resource, reasons: Reasons = no_reason
+) -> TracerProvider:
     provider = TracerProvider(resource=resource, sampler=build_sampler(config))
-    for processor in span_processors(config):
+    for processor in span_processors(config, reasons):
         provider.add_span_processor(processor)
     return provider
 
@@ -201,7 +214,7 @@ class PrometheusEndpoint:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
             GCCollector(registry=self.registry)
-        self.reader = OndinePrometheusReader(
+        self.reader = PrometheusMetricReader(
             disable_target_info=True, scope_info_enabled=False, registry=self.registry
         )
         self._server: Any = None
@@ -239,7 +252,9 @@ class PrometheusEndpoint:
 
 
 def metric_readers(
-    config: TelemetryConfig, prometheus: PrometheusEndpoint | None
+    config: TelemetryConfig,
+    prometheus: PrometheusEndpoint | None,
+    reasons: Reasons = no_reason,
 ) -> list[MetricReader]:
     """Readers for the selected metric exporters; `prometheus` supplies the pull reader."""
     if config.disabled:
@@ -249,32 +264,17 @@ def metric_readers(
         if name == "otlp":
             settings = config.otlp_for("metrics")
             readers.append(
-                OndinePeriodicReader(
-                    otlp_metric_exporter(settings),
+                PeriodicExportingMetricReader(
+                    otlp_metric_exporter(settings, reasons),
                     export_interval_millis=config.metric_export_interval,
                     export_timeout_millis=settings.timeout_s * 1000,
                 )
             )
         elif name == "console":
-            readers.append(OndinePeriodicReader(ConsoleMetricExporter()))
+            readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
     if prometheus is not None:
         readers.append(prometheus.reader)
     return readers
-
-
-def produced_metrics(
-    provider: MeterProvider,
-    config: TelemetryConfig,
-    resource: Resource,
-    readers: list[MetricReader],
-) -> OndineMetrics:
-    """The metrics of a MeterProvider we built: GenAI histograms and per-run gauges are
-    produced for our readers when they collect, not recorded through the SDK."""
-    own = metrics_for(provider, label_limit=config.label_limit, produced=True)
-    for reader in readers:
-        if isinstance(reader, ProducingReader):
-            reader.add_producer(own.points, resource)
-    return own
 
 
 def build_meter_provider(

@@ -40,6 +40,7 @@ from ondine_otel.config import DEFAULTS
 from ondine_otel.export.registry import filtered
 from ondine_otel.telemetry import semconv
 from ondine_otel.telemetry.guard import report
+from ondine_otel.telemetry.registry import RunRegistry
 from ondine_otel.telemetry.run import RunTelemetry
 
 JOB = "ondine"
@@ -74,6 +75,7 @@ class PushgatewayPusher:
         url: str,
         registry: CollectorRegistry,
         *,
+        runs: RunRegistry,
         pipeline_label: Callable[[str], str],
         interval: float = DEFAULTS["push_interval"],
         username: str | None = None,
@@ -93,7 +95,7 @@ class PushgatewayPusher:
         self._password = password
         self._grouping = dict(grouping or {})
         self._home = None if home_pipeline is None else pipeline_label(home_pipeline)
-        self._active: dict[str, tuple[RunTelemetry, str]] = {}
+        self._runs = runs  # the active runs are read from the run registry, never copied
         self._swept: set[str] = set()  # pipelines whose stale run groups were cleaned up
         self._closing = threading.Event()
         self._lock = threading.Lock()
@@ -169,8 +171,7 @@ class PushgatewayPusher:
         with urllib.request.urlopen(request, timeout=self._timeout) as response:
             groups = json.load(response).get("data") or []
         wanted = {"job": JOB, **self._key(pipeline)}
-        with self._lock:
-            active = set(self._active)
+        active = {run.session_id for run in self._active_runs()}
         stale = []
         for group in groups:
             labels = group.get("labels") or {}
@@ -187,8 +188,7 @@ class PushgatewayPusher:
 
     def push_active(self) -> None:
         """One round of pushes for every active run (the periodic tick)."""
-        with self._lock:
-            active = list(self._active.values())
+        active = [(run, self._pipeline_label(run.pipeline_name)) for run in self._active_runs()]
         for pipeline in self._with_home({label for _, label in active}):
             self._guarded(_SITE, self.push_pipeline, pipeline)
         for run, label in active:
@@ -201,10 +201,13 @@ class PushgatewayPusher:
         return sorted(pipelines)
 
     # --- RunListener -----------------------------------------------------------------------
+    def _active_runs(self) -> list[RunTelemetry]:
+        """The registry's active runs that report to this pusher."""
+        return [run for run in self._runs.active() if self in run.listeners]
+
     def run_started(self, run: RunTelemetry) -> None:
         label = self._pipeline_label(run.pipeline_name)
         with self._lock:
-            self._active[run.session_id] = (run, label)
             first = label not in self._swept
             self._swept.add(label)
             if first:
@@ -217,9 +220,7 @@ class PushgatewayPusher:
 
     def run_finished(self, run: RunTelemetry, status: str, duration_s: float) -> None:
         """Queue the run's final push: the worker does it, the job does not wait for it."""
-        with self._lock:
-            entry = self._active.pop(run.session_id, None)
-        label = entry[1] if entry is not None else self._pipeline_label(run.pipeline_name)
+        label = self._pipeline_label(run.pipeline_name)
         self._tasks.put(("finished", label, run.session_id))
 
     def stage_finished(self, run: RunTelemetry, stage: str, status: str, seconds: float) -> None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ondine_otel.hooks import calls
+from ondine_otel.hooks import execute_call
 from ondine_otel.telemetry import ids, semconv
-from ondine_otel.telemetry.active_runs import ACTIVE_RUNS, PENDING_RESTORES, finish_run
 from ondine_otel.telemetry.guard import report
+from ondine_otel.telemetry.registry import RunRegistry
 from ondine_otel.telemetry.run import RestoredCheckpoint, checkpoint_attributes
 
 
@@ -32,57 +32,68 @@ def checkpoint_size(state_manager: Any, session_id: Any) -> int | None:
         return None
 
 
-def wrap_save(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Around `StateManager.save_checkpoint(context)`."""
-    context = _context_arg(args, kwargs)
-    run = ACTIVE_RUNS.get(getattr(context, "session_id", None))
-    if run is not None:
+class CheckpointWrappers:
+    """The StateManager wrappers of one run registry."""
+
+    def __init__(self, registry: RunRegistry) -> None:
+        self.registry = registry
+
+    def save(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+             ) -> Any:  # fmt: skip
+        """Around `StateManager.save_checkpoint(context)`."""
+        registry = self.registry
+        context = _context_arg(args, kwargs)
+        run = registry.run(getattr(context, "session_id", None))
+        if run is not None:
+            try:
+                traceparent = run.traceparent()
+                data = getattr(context, "intermediate_data", None)
+                if traceparent and isinstance(data, dict):
+                    data[semconv.CHECKPOINT_TRACEPARENT_KEY] = traceparent
+            except Exception as error:  # noqa: BLE001
+                report("storing the trace context in a checkpoint", error)
         try:
-            traceparent = run.traceparent()
+            saved = wrapped(*args, **kwargs)
+        except BaseException:
+            if run is not None and run.end_after_checkpoint is not None:
+                registry.end(run, run.end_after_checkpoint)
+            raise
+        if run is not None:
+            try:
+                size = checkpoint_size(instance, run.session_id) if saved else None
+                run.checkpoint(bool(saved), size)
+                if run.end_after_checkpoint is not None:
+                    registry.end(run, run.end_after_checkpoint)
+            except Exception as error:  # noqa: BLE001
+                report("recording a checkpoint event", error)
+        return saved
+
+
+    def load(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+             ) -> Any:  # fmt: skip
+        """Around `StateManager.load_checkpoint(session_id)`: remember the crashed run's
+        context for the resumed run that is about to start."""
+        registry = self.registry
+        context = wrapped(*args, **kwargs)
+        if context is None:
+            return context
+        try:
             data = getattr(context, "intermediate_data", None)
-            if traceparent and isinstance(data, dict):
-                data[semconv.CHECKPOINT_TRACEPARENT_KEY] = traceparent
+            raw = data.get(semconv.CHECKPOINT_TRACEPARENT_KEY) if isinstance(data, dict) else None
+            parent = ids.parse_traceparent(raw)
+            attributes = checkpoint_attributes(context)
+            attributes[semconv.ATTR_CHECKPOINT_SAVED] = True
+            if parent is not None:
+                attributes[semconv.ATTR_RESUMED_FROM_TRACE_ID] = f"{parent.trace_id:032x}"
+            call = execute_call.current()
+            if call is None:
+                return context  # not a run being resumed: nothing will claim it
+            session_id = getattr(context, "session_id", None)
+            size = checkpoint_size(instance, session_id)
+            if size is not None:
+                attributes[semconv.ATTR_CHECKPOINT_BYTES] = size
+            registry.hold_restore(session_id, RestoredCheckpoint(parent, attributes))
+            call.restored_sessions.append(session_id)
         except Exception as error:  # noqa: BLE001
-            report("storing the trace context in a checkpoint", error)
-    try:
-        saved = wrapped(*args, **kwargs)
-    except BaseException:
-        if run is not None and run.end_after_checkpoint is not None:
-            finish_run(run, run.end_after_checkpoint)
-        raise
-    if run is not None:
-        try:
-            size = checkpoint_size(instance, run.session_id) if saved else None
-            run.checkpoint(bool(saved), size)
-            if run.end_after_checkpoint is not None:
-                finish_run(run, run.end_after_checkpoint)
-        except Exception as error:  # noqa: BLE001
-            report("recording a checkpoint event", error)
-    return saved
-
-
-def wrap_load(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Around `StateManager.load_checkpoint(session_id)`: remember the crashed run's context."""
-    context = wrapped(*args, **kwargs)
-    if context is None:
+            report("reading the trace context from a checkpoint", error)
         return context
-    try:
-        data = getattr(context, "intermediate_data", None)
-        raw = data.get(semconv.CHECKPOINT_TRACEPARENT_KEY) if isinstance(data, dict) else None
-        parent = ids.parse_traceparent(raw)
-        attributes = checkpoint_attributes(context)
-        attributes[semconv.ATTR_CHECKPOINT_SAVED] = True
-        if parent is not None:
-            attributes[semconv.ATTR_RESUMED_FROM_TRACE_ID] = f"{parent.trace_id:032x}"
-        call = calls.current()
-        if call is None:
-            return context  # not a run being resumed: nothing will claim it
-        session_id = getattr(context, "session_id", None)
-        size = checkpoint_size(instance, session_id)
-        if size is not None:
-            attributes[semconv.ATTR_CHECKPOINT_BYTES] = size
-        PENDING_RESTORES.put(session_id, RestoredCheckpoint(parent, attributes))
-        call.restored_sessions.append(session_id)
-    except Exception as error:  # noqa: BLE001
-        report("reading the trace context from a checkpoint", error)
-    return context

@@ -5,7 +5,8 @@ cost ~16 µs each to build. Wrapping the client's async call methods (ondine's s
 them through `asyncio.run`, so wrapping both would count twice) sees every call of any client,
 for ~1 µs. The wrapper finds its run in the OTel context, which each row's asyncio task copies
 from the stage, so one client shared by pipelines in several threads is safe. The methods are
-set on the instance and removed again at stage end: the class is never touched.
+set on the instance and removed again at stage end: the class is never touched. Both the
+wrapper and ondine's events build the same `CallRecord`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Callable
 from time import time_ns
 from typing import Any
 
+from ondine_otel.hooks.llm_events import LLMCallListener
+from ondine_otel.telemetry import call_record
 from ondine_otel.telemetry.guard import report
 from ondine_otel.telemetry.run import current_run
 
@@ -33,10 +36,6 @@ class _Patch:
         self.saved: dict[str, Any] = {}
 
 
-_patches: dict[int, _Patch] = {}
-_lock = threading.Lock()
-
-
 def _traced(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def traced(*args: Any, **kwargs: Any) -> Any:
@@ -48,12 +47,12 @@ def _traced(original: Callable[..., Any]) -> Callable[..., Any]:
             response = await original(*args, **kwargs)
         except Exception as error:
             try:
-                run.llm.failed(start, time_ns(), error, args, kwargs)
+                run.llm.record(call_record.from_error(start, time_ns(), error, args, kwargs))
             except Exception as failure:  # noqa: BLE001 - the call's own error must propagate
                 report("recording a failed LLM call", failure)
             raise
         try:
-            run.llm.succeeded(start, time_ns(), response, args, kwargs)
+            run.llm.record(call_record.from_response(start, time_ns(), response, args, kwargs))
         except Exception as failure:  # noqa: BLE001
             report("recording an LLM call", failure)
         return response
@@ -62,46 +61,57 @@ def _traced(original: Callable[..., Any]) -> Callable[..., Any]:
     return traced
 
 
-def wrap(client: Any) -> bool:
-    """Wrap `client`'s async call methods (once however many stages share it); False if not."""
-    with _lock:
-        patch = _patches.get(id(client))
-        if patch is None or patch.client is not client:
-            patch = _Patch(client)
-            instance = getattr(client, "__dict__", None)
-            if not isinstance(instance, dict):
-                return False  # no instance dict (slots): cannot wrap without touching the class
-            for name in _METHODS:
-                method = getattr(client, name, None)
-                if method is None or not inspect.iscoroutinefunction(method):
-                    continue
-                patch.saved[name] = instance.get(name, _MISSING)
-                setattr(client, name, _traced(method))
-            if not patch.saved:
-                return False
-            _patches[id(client)] = patch
-        patch.users += 1
-        return True
+class ClientPatches:
+    """The LLM clients wrapped right now (ref-counted: stages of several pipelines may share
+    one client); owned by the runtime."""
 
+    def __init__(self) -> None:
+        self._patches: dict[int, _Patch] = {}
+        self._lock = threading.Lock()
 
-def unwrap(client: Any) -> None:
-    """Undo one `wrap`; the last user puts the instance back as it was."""
-    with _lock:
-        patch = _patches.get(id(client))
-        if patch is None or patch.client is not client:
-            return
-        patch.users -= 1
-        if patch.users > 0:
-            return
-        del _patches[id(client)]
-        for name, before in patch.saved.items():
-            try:
-                if before is _MISSING:
-                    delattr(client, name)
-                else:
-                    setattr(client, name, before)
-            except AttributeError as error:
-                report("unwrapping an LLM client", error)
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+    def wrap(self, client: Any) -> bool:
+        """Wrap `client`'s async call methods (once however many stages share it); False if
+        it cannot be wrapped without touching its class."""
+        with self._lock:
+            patch = self._patches.get(id(client))
+            if patch is None or patch.client is not client:
+                patch = _Patch(client)
+                instance = getattr(client, "__dict__", None)
+                if not isinstance(instance, dict):
+                    return False  # no instance dict (slots)
+                for name in _METHODS:
+                    method = getattr(client, name, None)
+                    if method is None or not inspect.iscoroutinefunction(method):
+                        continue
+                    patch.saved[name] = instance.get(name, _MISSING)
+                    setattr(client, name, _traced(method))
+                if not patch.saved:
+                    return False
+                self._patches[id(client)] = patch
+            patch.users += 1
+            return True
+
+    def unwrap(self, client: Any) -> None:
+        """Undo one `wrap`; the last user puts the instance back as it was."""
+        with self._lock:
+            patch = self._patches.get(id(client))
+            if patch is None or patch.client is not client:
+                return
+            patch.users -= 1
+            if patch.users > 0:
+                return
+            del self._patches[id(client)]
+            for name, before in patch.saved.items():
+                try:
+                    if before is _MISSING:
+                        delattr(client, name)
+                    else:
+                        setattr(client, name, before)
+                except AttributeError as error:
+                    report("unwrapping an LLM client", error)
 
 
 def mute_own_events(llm_client: Any) -> Callable[[], None]:
@@ -111,8 +121,6 @@ def mute_own_events(llm_client: Any) -> Callable[[], None]:
     has for a `with_observer("otel")` pipeline. While the client is wrapped the wrapper records
     each call, so if every listener on that dispatcher is ours it is detached for the stage.
     """
-    from ondine_otel.hooks.llm_events import LLMCallListener
-
     dispatcher = getattr(llm_client, "_observer_dispatcher", None)
     listeners = getattr(dispatcher, "observers", None)
     if (

@@ -8,12 +8,12 @@ client is wrapped are ignored: the wrapper already saw those calls.
 
 from __future__ import annotations
 
-from datetime import datetime
-from time import time_ns
 from typing import Any
 
 from ondine.observability.base import PipelineObserver
+from ondine.observability.dispatcher import ObserverDispatcher
 
+from ondine_otel.telemetry import call_record
 from ondine_otel.telemetry.guard import guarded
 from ondine_otel.telemetry.run import current_run
 
@@ -21,23 +21,16 @@ from ondine_otel.telemetry.run import current_run
 class LLMCallListener(PipelineObserver):
     """Receives ondine's `llm_call` events and records them on the run current here."""
 
-    def __init__(self, config: dict[str, Any] | None = None) -> None:
-        super().__init__(config)
-
     @guarded("on_llm_call")
     def on_llm_call(self, event: Any) -> None:
         run = current_run()
         if run is None or run.finished or run.llm.wrapped:
             return
-        stamp = getattr(event, "timestamp", None)
-        end_ns = int(stamp.timestamp() * 1e9) if isinstance(stamp, datetime) else time_ns()
-        run.llm.from_event(event, end_ns)
+        run.llm.record(call_record.from_event(event))
 
 
 def listen_to_llm_events(llm_client: Any) -> None:
     """Make ondine send this client's `llm_call` events to us (adding a dispatcher if needed)."""
-    from ondine.observability.dispatcher import ObserverDispatcher
-
     dispatcher = getattr(llm_client, "_observer_dispatcher", None)
     setter = getattr(llm_client, "set_observer_dispatcher", None)
     if dispatcher is None:

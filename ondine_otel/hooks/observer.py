@@ -1,14 +1,15 @@
-"""OtelObserver: ondine's legacy ExecutionObserver hooks -> RunTelemetry, every hook guarded.
+"""RunObserver: ondine's legacy ExecutionObserver hooks -> RunTelemetry, every hook guarded.
 
 ondine calls these hooks without a try/except (an exception here would kill the user's job), so
-each one goes through `guarded`. The observer holds no per-run state of its own: runs live in the
-process-wide registry keyed by session id, which also lets several entries (instrumentor,
-`add_observer`, `with_observer`) coexist without doubling spans: the first to start a run owns it.
-The LLMInvocation stage's client is wrapped while the stage runs (see `hooks.client`).
+each one goes through `guarded`. The observer holds no per-run state of its own: runs live in
+the host's registry keyed by session id, which also lets several entries (instrumentor,
+`add_observer`, `with_observer`) coexist without doubling spans: the first to start a run owns
+it. The LLMInvocation stage's client is wrapped while the stage runs (see `hooks.client`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ondine.orchestration.observers import (
@@ -21,13 +22,13 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ondine_otel.config import DEFAULTS, RUN_SETTINGS, TelemetryConfig, sdk_disabled
-from ondine_otel.hooks import calls, client, lifecycle
+from ondine_otel.hooks import execute_call
+from ondine_otel.hooks.client import mute_own_events
+from ondine_otel.hooks.host import Host
 from ondine_otel.hooks.llm_events import listen_to_llm_events
 from ondine_otel.telemetry import modelname, semconv
-from ondine_otel.telemetry.active_runs import ACTIVE_RUNS, PENDING_RESTORES, finish_run
 from ondine_otel.telemetry.guard import guarded, report
 from ondine_otel.telemetry.llm_calls import request_attributes
-from ondine_otel.telemetry.metrics import metrics_for
 from ondine_otel.telemetry.run import RunListener, RunTelemetry
 from ondine_otel.telemetry.tracing import tracer_for
 
@@ -73,15 +74,16 @@ def ensure_default_observers(pipeline: Any) -> None:
     observers = getattr(pipeline, "observers", None)
     if not isinstance(observers, list):
         return
-    if all(isinstance(existing, OtelObserver) for existing in observers):
+    if all(isinstance(existing, RunObserver) for existing in observers):
         observers.extend([ProgressBarObserver(), LoggingObserver(), CostTrackingObserver()])
 
 
-class OtelObserver(ExecutionObserver):
-    """Turns one pipeline's execution hooks into a trace (and, with a listener, metrics)."""
+class RunObserver(ExecutionObserver):
+    """Turns one pipeline's execution hooks into a trace and metrics, on its host's runs."""
 
     def __init__(
         self,
+        host: Host,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         *,
@@ -92,10 +94,11 @@ class OtelObserver(ExecutionObserver):
         llm_span_rate: float = DEFAULTS["llm_span_rate"],
         capture_content: bool | None = None,
         label_limit: int = DEFAULTS["label_limit"],
-        listener: RunListener | None = None,
+        listeners: Sequence[RunListener] | None = None,
     ) -> None:
         """Providers default to the global ones, looked up when a run starts (not before, so
         an application may install its providers after creating the observer)."""
+        self._host = host
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
         self.pipeline_name = pipeline_name
@@ -109,38 +112,38 @@ class OtelObserver(ExecutionObserver):
             else TelemetryConfig.from_settings().capture_content
         )
         self.label_limit = label_limit
-        self._listener = listener
+        self._listeners = None if listeners is None else tuple(listeners)
         self._disabled = sdk_disabled()
         if not self._disabled:
-            lifecycle.install()  # the safety net around this observer's runs
-
-    @property
-    def listener(self) -> RunListener:
-        """Where run events go besides spans: the metrics of our MeterProvider by default."""
-        if self._listener is None:
-            self._listener = metrics_for(self._meter_provider, label_limit=self.label_limit)
-        return self._listener
+            host.ensure_patched()  # the safety net around this observer's runs
 
     def _run(self, context: Any) -> RunTelemetry | None:
         """The run this observer owns for `context`, if any."""
-        run = ACTIVE_RUNS.get(getattr(context, "session_id", None))
+        run = self._host.registry.run(getattr(context, "session_id", None))
         return run if run is not None and run.owner is self else None
 
     @guarded("on_pipeline_start")
     def on_pipeline_start(self, pipeline: Any, context: Any) -> None:
         if self._disabled:
             return
+        registry = self._host.registry
         session_id = getattr(context, "session_id", None)
-        existing = ACTIVE_RUNS.get(session_id)
-        if existing is not None and not existing.finished:
+        if registry.run(session_id) is not None:
             return  # another entry already traces this run
-        lifecycle.install()  # uninstrument() may have removed it since
+        self._host.ensure_patched()  # uninstrument() may have removed it since
         ensure_default_observers(pipeline)
+        listeners: Sequence[RunListener]
+        if self._listeners is not None:
+            tracer_provider, listeners = self._tracer_provider, self._listeners
+        else:
+            tracer_provider, listeners = self._host.destinations(
+                self._tracer_provider, self._meter_provider, self.label_limit
+            )
         provider, model = modelname.from_pipeline(pipeline)
         own = pipeline_settings(pipeline)
         run = RunTelemetry(
             context,
-            tracer_for(self._tracer_provider),
+            tracer_for(tracer_provider),
             owner=self,
             pipeline_name=own.get("pipeline_name", self.pipeline_name),
             provider=provider,
@@ -150,15 +153,15 @@ class OtelObserver(ExecutionObserver):
             llm_error_span_limit=own.get("llm_error_span_limit", self.llm_error_span_limit),
             llm_span_rate=own.get("llm_span_rate", self.llm_span_rate),
             capture_content=own.get("capture_content", self.capture_content),
-            listener=self.listener,
-            restored=PENDING_RESTORES.pop(session_id),
+            listeners=listeners,
+            restored=registry.take_restore(session_id),
             budget_usd=pipeline_budget(pipeline),
         )
-        ACTIVE_RUNS.put(session_id, run)
-        call = calls.current()
+        registry.begin(run)
+        call = execute_call.current()
         if call is not None:
             call.runs.append(run)  # the safety net ends it if ondine does not
-        self.listener.run_started(run)
+        run.announce()
 
     @guarded("on_stage_start")
     def on_stage_start(self, stage: Any, context: Any) -> None:
@@ -168,7 +171,7 @@ class OtelObserver(ExecutionObserver):
         run.stage_started(_stage_name(stage))
         llm_client = getattr(stage, "llm_client", None)
         if llm_client is not None:
-            _watch_client(run, llm_client)
+            self._watch_client(run, llm_client)
 
     @guarded("on_stage_complete")
     def on_stage_complete(self, stage: Any, context: Any, result: Any) -> None:
@@ -205,29 +208,29 @@ class OtelObserver(ExecutionObserver):
         """End this observer's run for `context` (idempotent) and forget it."""
         run = self._run(context)
         if run is not None:
-            finish_run(run, error)
+            self._host.registry.end(run, error)
 
-
-def _watch_client(run: RunTelemetry, llm_client: Any) -> None:
-    """Record the stage's LLM calls: through a wrapped client, else ondine's llm_call events."""
-    try:
-        wrapped = client.wrap(llm_client)
-    except Exception as error:  # noqa: BLE001
-        report("wrapping the LLM client", error)
-        wrapped = False
-    if wrapped:
+    def _watch_client(self, run: RunTelemetry, llm_client: Any) -> None:
+        """Record the stage's calls: through a wrapped client, else ondine's llm_call events."""
+        clients = self._host.clients
+        try:
+            wrapped = clients.wrap(llm_client)
+        except Exception as error:  # noqa: BLE001
+            report("wrapping the LLM client", error)
+            wrapped = False
+        if not wrapped:
+            listen_to_llm_events(llm_client)
+            return
         run.llm.wrapped = True
         run.llm.request = request_attributes(getattr(llm_client, "spec", None))
-        restore_events = client.mute_own_events(llm_client)
+        restore_events = mute_own_events(llm_client)
 
         def unwatch() -> None:
-            client.unwrap(llm_client)
+            clients.unwrap(llm_client)
             restore_events()
             run.llm.wrapped = False
 
         run.add_cleanup(id(llm_client), unwatch)
-    else:
-        listen_to_llm_events(llm_client)
 
 
 def _stage_name(stage: Any) -> str:

@@ -12,10 +12,7 @@ import threading
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 
-from ondine_otel.telemetry import forksafe
-
-#: (provider, model, error_type) of a call, as the metric labels report them.
-CallKey = tuple[str, str, str | None]
+from ondine_otel.telemetry.instruments import CallKey
 
 
 class BucketCounts:
@@ -90,7 +87,6 @@ class CallAggregates:
         self._token_bounds = tuple(token_bounds)
         self._series: dict[CallKey, CallSeries] = {}
         self._lock = threading.Lock()
-        forksafe.track(self)
 
     def recorder(self, key: CallKey) -> SeriesRecorder:
         """A function recording calls of `key`: resolved once, then a lock and three bisects."""
@@ -116,6 +112,10 @@ class CallAggregates:
                     outputs.add(output_tokens)
 
         return record
+
+    def after_fork(self) -> None:
+        """A fresh lock in a forked child (a parent thread may have held it)."""
+        self._lock = threading.Lock()
 
     def snapshot(self) -> dict[CallKey, CallSeries]:
         """A consistent copy of every series (what a collector turns into points)."""

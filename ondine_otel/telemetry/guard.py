@@ -1,8 +1,9 @@
 """Keep telemetry failures away from the job: catch, log once, carry on.
 
 ondine does not catch exceptions raised by legacy observers (one kills the pipeline), and a
-broken exporter would otherwise log on every row. So each failure site logs the first time a
-given (site, error type) pair fails, and never again.
+broken exporter would otherwise log on every row. Each failure is logged with its site and
+error type as the record's `once` key; `OnceFilter`, which the runtime puts on the `ondine_otel`
+logger, lets the first record of each key through and drops the repeats.
 """
 
 from __future__ import annotations
@@ -15,19 +16,35 @@ from typing import Any, TypeVar
 
 logger = logging.getLogger("ondine_otel")
 
-_seen: set[tuple[str, type[BaseException]]] = set()
-_seen_lock = threading.Lock()
-
 F = TypeVar("F", bound=Callable[..., Any])
+#: The LogRecord attribute holding a record's once-key (records without one always pass).
+ONCE_KEY = "ondine_otel_once"
 
 
-def report(site: str, error: Exception) -> None:
-    """Log `error` from `site` once per error type; later repeats are dropped."""
-    key = (site, type(error))
-    with _seen_lock:
-        if key in _seen:
-            return
-        _seen.add(key)
+class OnceFilter(logging.Filter):
+    """Passes the first record of each `once` key (site, error type); later ones are dropped."""
+
+    def __init__(self) -> None:
+        super().__init__("ondine_otel.guard")
+        self._seen: set[object] = set()
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = getattr(record, ONCE_KEY, None)
+        if key is None:
+            return True
+        with self._lock:
+            if key in self._seen:
+                return False
+            self._seen.add(key)
+        return True
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+
+def report(site: str, error: BaseException) -> None:
+    """Log `error` from `site`, once per (site, error type); the job goes on."""
     logger.warning(
         "ondine-otel: %s failed (%s: %s); telemetry for this part is skipped, the job goes on. "
         "Further %s errors here are not logged.",
@@ -35,6 +52,7 @@ def report(site: str, error: Exception) -> None:
         type(error).__name__,
         error,
         type(error).__name__,
+        extra={ONCE_KEY: (site, type(error))},
     )
 
 
@@ -53,3 +71,11 @@ def guarded(site: str) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def quietly(site: str, action: Callable[[], Any]) -> None:
+    """Run `action`; a failure is reported, never raised (cleanups and shutdowns must finish)."""
+    try:
+        action()
+    except Exception as error:  # noqa: BLE001
+        report(site, error)

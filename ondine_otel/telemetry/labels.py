@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 
-from ondine_otel.telemetry import forksafe
 from ondine_otel.telemetry.semconv import OVERFLOW_LABEL_VALUE
 
 
@@ -17,7 +16,6 @@ class _Capped:
         self._limit = limit
         self._seen: set[str] = set()
         self._lock = threading.Lock()
-        forksafe.track(self)
 
     def __call__(self, value: str) -> str:
         with self._lock:
@@ -37,3 +35,8 @@ class LabelLimiter:
             raise ValueError("label limit must be at least 1")
         self.pipeline = _Capped(limit)
         self.model = _Capped(limit)
+
+    def after_fork(self) -> None:
+        """Fresh locks in a forked child (a parent thread may have held them)."""
+        for capped in (self.pipeline, self.model):
+            capped._lock = threading.Lock()

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from ondine_otel.telemetry import modelname, semconv
 from ondine_otel.telemetry.aggregation import SeriesRecorder
+from ondine_otel.telemetry.call_record import CallRecord
 from ondine_otel.telemetry.redaction import redact
 from ondine_otel.telemetry.tracing import span_attributes
 
@@ -84,71 +85,40 @@ class LLMCalls:
             found = cache[lookup] = (provider, model, recorders)
         return found
 
-    # --- the two outcomes ----------------------------------------------------------------
-    def succeeded(
-        self, start_ns: int, end_ns: int, response: Any, args: Sequence[Any], kwargs: Mapping
-    ) -> None:
-        provider, model, recorders = self.resolve(getattr(response, "model", None))
-        input_tokens = getattr(response, "tokens_in", None)
-        output_tokens = getattr(response, "tokens_out", None)
-        duration = max(end_ns - start_ns, 0) / 1e9
+    # --- one call ------------------------------------------------------------------------
+    def record(self, call: CallRecord) -> None:
+        """Count the call in every sink; give it a `chat` span if the span policy admits it."""
+        error_type = call.error_type
+        provider, model, recorders = (
+            self.resolve(call.route) if error_type is None else self.resolve(None, error_type)
+        )
+        duration = call.duration_s
         for record in recorders:
-            record(duration, input_tokens, output_tokens)
-        if self._admit(False, end_ns):
-            metadata = getattr(response, "metadata", None)
-            finish = metadata.get("finish_reason") if isinstance(metadata, dict) else None
-            attributes = self._attributes(provider, model, input_tokens, output_tokens)
-            attributes[semconv.ATTR_COST_USD] = _number(getattr(response, "cost", None))
-            attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = [str(finish)] if finish else None
-            if self.capture_content:
-                attributes.update(
-                    messages(_prompt(args, kwargs), kwargs.get("system_message"),
-                             getattr(response, "text", None), str(finish or "stop"))
-                )  # fmt: skip
-            self._span(model, attributes, start_ns, end_ns, None)
-
-    def failed(
-        self, start_ns: int, end_ns: int, error: BaseException, args: Sequence[Any], kwargs: Mapping
-    ) -> None:
-        error_type = type(error).__name__
-        provider, model, recorders = self.resolve(None, error_type)
-        duration = max(end_ns - start_ns, 0) / 1e9
-        for record in recorders:
-            record(duration, None, None)
-        if self._admit(True, end_ns):
-            attributes = self._attributes(provider, model, None, None)
-            attributes[semconv.ERROR_TYPE] = error_type
-            if self.capture_content:
-                attributes.update(
-                    messages(_prompt(args, kwargs), kwargs.get("system_message"), None, None)
-                )
-            self._span(model, attributes, start_ns, end_ns, error)
-
-    def from_event(self, event: Any, end_ns: int) -> None:
-        """One of ondine's `llm_call` events (the fallback when the client is not wrapped)."""
-        provider, model, recorders = self.resolve(getattr(event, "model", None))
-        latency_ns = int(max(float(getattr(event, "latency_ms", 0.0) or 0.0), 0.0) * 1e6)
-        start_ns = end_ns - latency_ns
-        input_tokens = getattr(event, "input_tokens", None)
-        output_tokens = getattr(event, "output_tokens", None)
-        for record in recorders:
-            record(latency_ns / 1e9, input_tokens, output_tokens)
-        if self._admit(False, end_ns):
-            finish = getattr(event, "finish_reason", None)
-            attributes = self._attributes(provider, model, input_tokens, output_tokens)
-            attributes[semconv.GEN_AI_REQUEST_TEMPERATURE] = _number(
-                getattr(event, "temperature", None)
-            )
-            attributes[semconv.GEN_AI_REQUEST_MAX_TOKENS] = getattr(event, "max_tokens", None)
-            attributes[semconv.ATTR_COST_USD] = _number(getattr(event, "cost", None))
-            attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = [str(finish)] if finish else None
-            if self.capture_content:
-                attributes.update(
-                    messages(getattr(event, "prompt", None),
-                             getattr(event, "system_message", None),
-                             getattr(event, "completion", None), str(finish or "stop"))
-                )  # fmt: skip
-            self._span(model, attributes, start_ns, end_ns, None)
+            record(duration, call.input_tokens, call.output_tokens)
+        if not self._admit(error_type is not None, call.end_ns):
+            return
+        attributes = {
+            semconv.GEN_AI_OPERATION_NAME: semconv.SPAN_LLM_OPERATION,
+            semconv.GEN_AI_PROVIDER_NAME: provider,
+            semconv.GEN_AI_REQUEST_MODEL: model,
+            **self.request,
+            semconv.GEN_AI_USAGE_INPUT_TOKENS: call.input_tokens,
+            semconv.GEN_AI_USAGE_OUTPUT_TOKENS: call.output_tokens,
+            semconv.ATTR_COST_USD: _number(call.cost_usd),
+            semconv.GEN_AI_RESPONSE_FINISH_REASONS: (
+                [str(call.finish_reason)] if call.finish_reason else None
+            ),
+            semconv.ERROR_TYPE: error_type,
+            semconv.ATTR_DEPLOYMENT: call.deployment,
+        }
+        if call.temperature is not None:
+            attributes[semconv.GEN_AI_REQUEST_TEMPERATURE] = _number(call.temperature)
+        if call.max_tokens is not None:
+            attributes[semconv.GEN_AI_REQUEST_MAX_TOKENS] = _integer(call.max_tokens)
+        if self.capture_content:
+            finish = None if error_type else str(call.finish_reason or "stop")
+            attributes.update(messages(call.prompt, call.system, call.completion, finish))
+        self._span(model, attributes, call.start_ns, call.end_ns, call.error)
 
     # --- spans ---------------------------------------------------------------------------
     def _admit(self, failed: bool, now_ns: int) -> bool:
@@ -169,18 +139,6 @@ class LLMCalls:
                     return True
             self.dropped += 1
             return False
-
-    def _attributes(
-        self, provider: str | None, model: str, input_tokens: Any, output_tokens: Any
-    ) -> dict[str, Any]:
-        return {
-            semconv.GEN_AI_OPERATION_NAME: semconv.SPAN_LLM_OPERATION,
-            semconv.GEN_AI_PROVIDER_NAME: provider,
-            semconv.GEN_AI_REQUEST_MODEL: model,
-            **self.request,
-            semconv.GEN_AI_USAGE_INPUT_TOKENS: input_tokens,
-            semconv.GEN_AI_USAGE_OUTPUT_TOKENS: output_tokens,
-        }
 
     def _span(
         self,
@@ -248,10 +206,6 @@ def _content(text: Any) -> str:
     if len(clean) <= CONTENT_LIMIT:
         return clean
     return clean[:CONTENT_LIMIT] + f"…[{len(clean) - CONTENT_LIMIT} characters cut]"
-
-
-def _prompt(args: Sequence[Any], kwargs: Mapping) -> Any:
-    return args[0] if args else kwargs.get("prompt")
 
 
 def _number(value: Any) -> float | None:

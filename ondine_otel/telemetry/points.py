@@ -1,7 +1,7 @@
 """Points a reader collects besides the SDK's: GenAI histograms and the active-run gauges.
 
-Built from `OndineMetrics` (its call aggregates and its live runs) at the moment a reader that
-ondine-otel owns collects, so the per-call path never touches the SDK and a finished run's
+Built from the metrics' accounting (its call aggregates and its reading of the live runs) at
+the moment a reader collects, so the per-call path never touches the SDK and a finished run's
 `run_id` series simply stops being reported (the SDK would keep its label set for the life of
 the process and stop at 2,000 of them).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -21,18 +21,29 @@ from opentelemetry.sdk.metrics.export import (
     NumberDataPoint,
 )
 
-from ondine_otel.telemetry import semconv
-from ondine_otel.telemetry.aggregation import BucketCounts, CallKey, CallSeries
+from ondine_otel.telemetry import instruments, semconv
+from ondine_otel.telemetry.aggregation import BucketCounts, CallAggregates, CallSeries
 from ondine_otel.telemetry.guard import report
+from ondine_otel.telemetry.instruments import CallKey
 
-if TYPE_CHECKING:
-    from ondine_otel.telemetry.metrics import OndineMetrics
+
+class _Reading(Protocol):
+    def gauge(self, name: str) -> list[tuple[dict[str, str], float]]: ...
+
+
+class PointSource(Protocol):
+    """What the points are built from (the metrics' accounting)."""
+
+    calls: CallAggregates
+    started_ns: int
+
+    def reading(self) -> _Reading: ...
 
 
 class PointProducer:
-    """Turns one OndineMetrics' plain-Python state into SDK metric points, per reader."""
+    """Turns the metrics' plain-Python state into SDK metric points, per reader."""
 
-    def __init__(self, source: OndineMetrics) -> None:
+    def __init__(self, source: PointSource) -> None:
         self.source = source
         self._lock = threading.Lock()
         # Delta readers: what each one was last given, and when.
@@ -53,12 +64,6 @@ class PointProducer:
     def _call_histograms(
         self, reader_id: int, temporality: AggregationTemporality, now: int
     ) -> list[Metric]:
-        from ondine_otel.telemetry.metrics import (
-            GENAI_DURATION_DESCRIPTION,
-            GENAI_TOKENS_DESCRIPTION,
-            call_attributes,
-        )
-
         series = self.source.calls.snapshot()
         start = self.source.started_ns
         previous: dict[CallKey, CallSeries] = {}
@@ -70,7 +75,7 @@ class PointProducer:
         tokens: list[HistogramDataPoint] = []
         for key, current in series.items():
             earlier = previous.get(key)
-            base, as_input, as_output = call_attributes(key)
+            base, as_input, as_output = instruments.call_attributes(key)
             befores: tuple[BucketCounts | None, ...] = (
                 (earlier.duration, earlier.input_tokens, earlier.output_tokens)
                 if earlier is not None
@@ -86,28 +91,24 @@ class PointProducer:
         return [
             Metric(
                 semconv.METRIC_GENAI_DURATION,
-                GENAI_DURATION_DESCRIPTION,
+                instruments.GENAI_DURATION_DESCRIPTION,
                 "s",
                 Histogram(durations, temporality),
             ),
             Metric(
                 semconv.METRIC_GENAI_TOKENS,
-                GENAI_TOKENS_DESCRIPTION,
+                instruments.GENAI_TOKENS_DESCRIPTION,
                 "{token}",
                 Histogram(tokens, temporality),
             ),
         ]
 
     def _run_gauges(self, now: int) -> list[Metric]:
-        from ondine_otel.telemetry.metrics import RUN_GAUGES
-
-        active = self.source.active_runs()
+        reading = self.source.reading()
         produced: list[Metric] = []
-        for name, unit, description, read in RUN_GAUGES:
+        for name, unit, description in instruments.RUN_GAUGES:
             points = [
-                NumberDataPoint(labels, now, now, value)
-                for run, labels in active
-                if (value := read(run)) is not None
+                NumberDataPoint(labels, now, now, value) for labels, value in reading.gauge(name)
             ]
             if points:
                 produced.append(Metric(name, description, unit, Gauge(points)))

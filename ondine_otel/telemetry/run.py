@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,7 +20,7 @@ from opentelemetry.trace import Link, Span, SpanContext, TraceFlags, Tracer
 
 from ondine_otel.config import DEFAULTS
 from ondine_otel.telemetry import ids, semconv, snapshot
-from ondine_otel.telemetry.guard import report
+from ondine_otel.telemetry.guard import quietly, report
 from ondine_otel.telemetry.llm_calls import LLMCalls
 from ondine_otel.telemetry.tracing import (
     parent_context,
@@ -61,7 +61,10 @@ class RunDelta:
 
 
 class RunListener(Protocol):
-    """What metrics (or any other sink) hear about a run, beyond what spans record."""
+    """What metrics (or any other sink) hear about a run, beyond what spans record.
+
+    A listener may also offer `call_sinks` (see `LLMCalls`): how it counts each LLM call.
+    """
 
     def run_started(self, run: RunTelemetry) -> None: ...
 
@@ -101,7 +104,7 @@ class RunTelemetry:
         llm_error_span_limit: int = DEFAULTS["llm_error_span_limit"],
         llm_span_rate: float = DEFAULTS["llm_span_rate"],
         capture_content: bool = DEFAULTS["capture_content"],
-        listener: RunListener | None = None,
+        listeners: Sequence[RunListener] = (),
         restored: RestoredCheckpoint | None = None,
         budget_usd: float | None = None,
     ) -> None:
@@ -112,7 +115,13 @@ class RunTelemetry:
         self.provider = provider
         self.model = model
         self.restored = restored
-        self.listener = listener
+        #: Told of the run's start, stages, checkpoints and end, in order (metrics first).
+        self.listeners = tuple(listeners)
+        #: Set by the run's metrics, under their lock, once its final numbers moved into their
+        #: totals of finished runs: from then on a collection must not count it as active.
+        self.counted = False
+        #: The labels its metrics fixed when it started (a run never splits across series).
+        self.labels: object | None = None
         self.start_wall = time.time()
         self._start_mono = time.monotonic()
         # What ondine carried in from a checkpoint is not this run's work.
@@ -121,7 +130,7 @@ class RunTelemetry:
         self.tracer = tracer
         self.llm = LLMCalls(
             tracer,
-            getattr(listener, "call_sinks", ()),
+            [sink for each in self.listeners for sink in getattr(each, "call_sinks", ())],
             provider=provider,
             model=model,
             first_n=llm_span_limit,
@@ -137,7 +146,6 @@ class RunTelemetry:
         self._lock = threading.Lock()
         self._finished = False
         self._cleanups: dict[object, Callable[[], None]] = {}
-        self._reading: tuple[float, snapshot.RunSnapshot] | None = None
         #: Set when the run was interrupted where no execute() wrapper can end it: the
         #: checkpoint ondine saves next ends it instead (after recording its event).
         self.end_after_checkpoint: BaseException | None = None
@@ -202,14 +210,14 @@ class RunTelemetry:
         return self.restored is not None or flagged
 
     # --- what this run added -------------------------------------------------------------
-    def added(self, max_age: float = 0.0) -> RunDelta:
-        """What this run added to ondine's cumulative totals, read live from the context.
+    def added(self, now: snapshot.RunSnapshot | None = None) -> RunDelta:
+        """What this run added to ondine's cumulative totals (`now`: a reading just taken).
 
         Input and output come straight from ondine's split counters, each of which only grows,
         so neither series can dip when a reader collects between ondine's updates of the total
         and of the split. Without a split, all tokens count as input.
         """
-        now = self.snapshot(max_age)
+        now = self.snapshot() if now is None else now
         base = self.baseline
         total = max(now.tokens_total - base.tokens_total, 0)
         if now.tokens_input is not None and now.tokens_output is not None:
@@ -226,22 +234,9 @@ class RunTelemetry:
             tokens_output=tokens_output,
         )
 
-    def snapshot(self, max_age: float = 0.0) -> snapshot.RunSnapshot:
-        """The run's cumulative totals (as ondine counts them, restored part included).
-
-        `max_age` > 0 lets the callbacks of one collection share one reading: a scrape reads
-        every counter and gauge of every active run, and each reading takes ondine's lock.
-        """
-        if max_age > 0:
-            cached = self._reading
-            if cached is not None and time.monotonic() - cached[0] < max_age:
-                return cached[1]
-        taken_at = time.monotonic()
-        now = snapshot.take(self.context)
-        cached = self._reading
-        if cached is None or cached[0] < taken_at:
-            self._reading = (taken_at, now)
-        return now
+    def snapshot(self) -> snapshot.RunSnapshot:
+        """The run's cumulative totals now (as ondine counts them, restored part included)."""
+        return snapshot.take(self.context)
 
     def traceparent(self) -> str | None:
         """The run span's W3C traceparent, stored into checkpoints for the resume link."""
@@ -303,8 +298,7 @@ class RunTelemetry:
             record_error(stage.span, error)
         _detach(stage.token)
         _end(stage.span)
-        if self.listener is not None:
-            self.listener.stage_finished(self, stage.name, status, time.monotonic() - stage.started)
+        self._tell("stage_finished", stage.name, status, time.monotonic() - stage.started)
 
     def add_cleanup(self, key: object, action: Callable[[], None]) -> None:
         """Something to undo when the stage that did it ends, or at the latest with the run."""
@@ -315,7 +309,7 @@ class RunTelemetry:
         with self._lock:
             action = self._cleanups.pop(key, None)
         if action is not None:
-            _quietly("undoing a stage's instrumentation", action)
+            quietly("undoing a stage's instrumentation", action)
 
     @property
     def current_span(self) -> Span:
@@ -355,8 +349,7 @@ class RunTelemetry:
                 }
             ),
         )
-        if self.listener is not None:
-            self.listener.checkpoint_saved(self, saved)
+        self._tell("checkpoint_saved", saved)
 
     # --- end -------------------------------------------------------------------------------
     @property
@@ -373,7 +366,7 @@ class RunTelemetry:
             if self._stage is not None:
                 self._end_stage(self._stage, error=error, status="error" if error else "unknown")
         for action in cleanups:
-            _quietly("undoing a stage's instrumentation", action)
+            quietly("undoing a stage's instrumentation", action)
         final = snapshot.take(self.context)
         stats = _stats(self.context)
         duration = time.monotonic() - self._start_mono
@@ -402,9 +395,20 @@ class RunTelemetry:
             _detach(self._run_token)
             self._run_token = None
         _end(self.span)
-        if self.listener is not None:
-            self.listener.run_finished(self, "error" if error else "success", duration)
+        self._tell("run_finished", "error" if error else "success", duration)
         return True
+
+    def announce(self) -> None:
+        """Tell the listeners the run started (once it is in the registry)."""
+        self._tell("run_started")
+
+    def _tell(self, event: str, *args: Any) -> None:
+        """Call `event` on every listener in order; one failing does not starve the others."""
+        for listener in self.listeners:
+            try:
+                getattr(listener, event)(self, *args)
+            except Exception as error:  # noqa: BLE001
+                report(f"a run listener ({event})", error)
 
 
 def checkpoint_attributes(context: Any) -> dict[str, Any]:
@@ -432,13 +436,6 @@ def _stats(context: Any) -> Any:
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-def _quietly(site: str, action: Callable[[], None]) -> None:
-    try:
-        action()
-    except Exception as error:  # noqa: BLE001
-        report(site, error)
 
 
 def _end(span: Span) -> None:

@@ -27,6 +27,8 @@ ATTR_TOKENS_TOTAL = "ondine.tokens.total"
 ATTR_ROWS_PER_SECOND = "ondine.rows_per_second"
 ATTR_RESUMED = "ondine.resumed"
 ATTR_LLM_SPANS_DROPPED = "ondine.llm_spans.dropped"
+#: The deployment that served (or failed) a call: a router's model id or the API host, never a key.
+ATTR_DEPLOYMENT = "ondine.llm.deployment"
 
 # --- stage span attributes -------------------------------------------------------------
 ATTR_STAGE_NAME = "ondine.stage.name"
@@ -127,4 +129,3 @@ OVERFLOW_LABEL_VALUE = "other"
 # --- names of this package inside ondine and OpenTelemetry -------------------------------
 INSTRUMENTATION_NAME = "ondine_otel"
 OBSERVER_NAME = "otel"  # ondine's PipelineObserver registry name (with_observer("otel", ...))
-DEFAULT_PIPELINE_NAME = "ondine"

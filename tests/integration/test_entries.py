@@ -217,6 +217,38 @@ def test_sdk_disabled_makes_every_entry_a_no_op() -> None:
     assert result == {"enabled": False, "spans": [], "metrics": []}
 
 
+def test_an_observer_with_no_provider_set_up_says_so_once() -> None:
+    """`add_observer(OtelObserver())` in a process that set nothing up would export nothing:
+    one warning says which providers are missing and what to do; set up, it is silent."""
+    result = _run(
+        """
+        import logging
+        import ondine_otel
+        from ondine_otel import OtelObserver
+        records = []
+        class Keep(logging.Handler):
+            def emit(self, record):
+                records.append(record.getMessage())
+        logging.getLogger("ondine_otel").addHandler(Keep())
+        for _ in range(2):
+            pipeline = build_demo_pipeline(load_reviews(3), checkpoint_dir=tempfile.mkdtemp())
+            pipeline.add_observer(OtelObserver())
+            pipeline.execute()
+        bare = [r for r in records if "no OpenTelemetry SDK" in r]
+        records.clear()
+        exporter, reader, *_ = app_providers()
+        pipeline = build_demo_pipeline(load_reviews(3), checkpoint_dir=tempfile.mkdtemp())
+        pipeline.add_observer(OtelObserver())
+        pipeline.execute()
+        report(bare=bare, set_up=[r for r in records if "no OpenTelemetry SDK" in r],
+               spans=len(exporter.get_finished_spans()))
+        """
+    )
+    (warning,) = result["bare"]
+    assert "TracerProvider or MeterProvider" in warning and "instrument()" in warning
+    assert result["set_up"] == [] and result["spans"] > 0
+
+
 def test_instrument_twice_serves_one_endpoint_and_frees_the_port() -> None:
     port = free_port()
     result = _run(
@@ -310,9 +342,9 @@ def test_bad_settings_fail_fast_and_leave_nothing_behind(
             error = None
         except ondine_otel.ConfigError as raised:
             error = str(raised)
-        from ondine_otel.hooks import lifecycle
+        from ondine_otel.runtime import runtime
         report(error=error, threads=threading.active_count() - before,
-               wrapped=lifecycle.auto_observer is not None,
+               wrapped=runtime.get().auto_observer() is not None,
                tracer=type(trace.get_tracer_provider()).__name__)
         """
     )
@@ -324,24 +356,42 @@ def test_bad_settings_fail_fast_and_leave_nothing_behind(
         probe.bind(("127.0.0.1", port))
 
 
-def test_port_in_use_is_a_setup_error_naming_the_setting() -> None:
+@pytest.mark.parametrize("entry", ["instrument", "with_observer"])
+def test_a_busy_prometheus_port_never_stops_the_job(entry: str) -> None:
+    """One policy under every entry: the job and the rest of the telemetry run; one warning
+    names the port, the setting and the fix."""
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
+        start = (
+            f"handle = ondine_otel.instrument(prometheus_port={port}, "
+            "prometheus_host='127.0.0.1', traces_exporter='console'); "
+            "build_demo_pipeline(load_reviews(4), checkpoint_dir=tempfile.mkdtemp()).execute()"
+            if entry == "instrument"
+            else f"observed_pipeline({{'prometheus_port': {port}, "
+            "'prometheus_host': '127.0.0.1', 'traces_exporter': 'console'}).execute(); "
+            "handle = ondine_otel.entries.instrument.current()"
+        )
         result = _run(
             f"""
+            import logging
             import ondine_otel
-            try:
-                ondine_otel.instrument(prometheus_port={port}, prometheus_host="127.0.0.1")
-                error = None
-            except ondine_otel.ConfigError as raised:
-                error = str(raised)
-            report(error=error, tracer=type(trace.get_tracer_provider()).__name__)
+            records = []
+            class Keep(logging.Handler):
+                def emit(self, record):
+                    records.append(record.getMessage())
+            logging.getLogger("ondine_otel").addHandler(Keep())
+            {start}
+            report(warnings=[r for r in records if "Prometheus" in r],
+                   served=handle.prometheus_port, enabled=handle.enabled,
+                   tracer=type(trace.get_tracer_provider()).__name__)
             """
         )
-    assert result["error"] and "prometheus_port" in result["error"]
-    assert result["tracer"] == "ProxyTracerProvider"
+    assert result["served"] is None and result["enabled"] is True
+    assert result["tracer"] == "TracerProvider"  # traces still exported (console)
+    (warning,) = result["warnings"]
+    assert str(port) in warning and "OTEL_EXPORTER_PROMETHEUS_PORT" in warning
 
 
 def test_with_observer_pipelines_keep_their_own_names_in_one_process() -> None:
@@ -403,7 +453,8 @@ def test_concurrent_instrument_calls_build_one_set_up() -> None:
         """
         import threading
         import ondine_otel
-        from ondine_otel.hooks import lifecycle
+        from ondine_otel.entries.instrument import current
+        from ondine_otel.runtime import runtime
         barrier = threading.Barrier(2)
         handles, errors = [], []
 
@@ -421,9 +472,9 @@ def test_concurrent_instrument_calls_build_one_set_up() -> None:
             t.join()
         winner = handles[0]
         report(handles=len(handles), errors=len(errors),
-               current=ondine_otel.export.setup.current() is winner,
-               observer=lifecycle.auto_observer is not None
-               and lifecycle.auto_observer.pipeline_name == winner.config.pipeline_name)
+               current=current() is winner,
+               observer=runtime.get().auto_observer() is not None
+               and runtime.get().auto_observer().pipeline_name == winner.config.pipeline_name)
         """
     )
     assert result == {"handles": 1, "errors": 1, "current": True, "observer": True}

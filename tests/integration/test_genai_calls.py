@@ -29,7 +29,11 @@ from opentelemetry.trace import SpanKind
 from ondine_otel.demo import build_demo_pipeline
 from ondine_otel.instrumentor import OndineInstrumentor
 from ondine_otel.telemetry import semconv
-from ondine_otel.telemetry.metrics import GENAI_DURATION_BUCKETS, GENAI_TOKEN_BUCKETS, metric_views
+from ondine_otel.telemetry.instruments import (
+    GENAI_DURATION_BUCKETS,
+    GENAI_TOKEN_BUCKETS,
+    metric_views,
+)
 
 pytestmark = pytest.mark.integration
 

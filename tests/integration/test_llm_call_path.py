@@ -34,14 +34,16 @@ from prometheus_client.samples import Sample
 
 from ondine_otel.config import TelemetryConfig
 from ondine_otel.demo import OfflineLLMClient, build_demo_pipeline, load_reviews
+from ondine_otel.export.exports import bind_metrics
 from ondine_otel.export.providers import (
     PrometheusEndpoint,
     build_meter_provider,
-    produced_metrics,
 )
 from ondine_otel.instrumentor import OndineInstrumentor
+from ondine_otel.runtime import runtime
 from ondine_otel.telemetry import semconv
-from ondine_otel.telemetry.metrics import OndineMetrics, metric_views, metrics_for
+from ondine_otel.telemetry.instruments import metric_views
+from ondine_otel.telemetry.metrics import OndineMetrics
 from ondine_otel.telemetry.run import RunTelemetry
 from tests.support.wait import wait_until
 
@@ -74,24 +76,28 @@ class Rig:
         return scrape(self.port)
 
 
-def start_rig(*, produced: bool, **settings: Any) -> tuple[Rig, Any]:
-    """`produced`: a MeterProvider ondine-otel built (what `instrument()` sets up); else an
-    application's MeterProvider, where everything is recorded through the SDK."""
+def start_rig(*, path: str = "own", **settings: Any) -> tuple[Rig, Any]:
+    """`path`: "own", a MeterProvider ondine-otel built (what `instrument()` sets up); "app",
+    an application's MeterProvider (zero-code, an app's own set-up), both bridged to produced
+    points; "sdk", the application's provider where the bridge cannot attach (SDK records)."""
     endpoint = PrometheusEndpoint()
     config = TelemetryConfig()
     resource = Resource.create({})
-    if produced:
+    if path == "own":
         meter_provider = build_meter_provider(config, resource, [endpoint.reader])
-        metrics = produced_metrics(meter_provider, config, resource, [endpoint.reader])
     else:
         meter_provider = MeterProvider(metric_readers=[endpoint.reader], views=metric_views())
-        metrics = metrics_for(meter_provider)
+    metrics = OndineMetrics(runtime.get().registry)
+    if path == "sdk":
+        metrics.bind(meter_provider, produced=False)
+    else:
+        bind_metrics(metrics, meter_provider)
     spans = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
     port = endpoint.serve("127.0.0.1", 0)
     instrumentor = OndineInstrumentor()
-    instrumentor.instrument(tracer_provider=tracer_provider, listener=metrics, **settings)
+    instrumentor.instrument(tracer_provider=tracer_provider, listeners=[metrics], **settings)
 
     def stop() -> None:
         instrumentor.uninstrument()
@@ -104,7 +110,7 @@ def start_rig(*, produced: bool, **settings: Any) -> tuple[Rig, Any]:
 
 @pytest.fixture
 def produced_rig() -> Iterator[Rig]:
-    rig, stop = start_rig(produced=True)
+    rig, stop = start_rig(path="own")
     try:
         yield rig
     finally:
@@ -205,12 +211,12 @@ def test_failed_litellm_calls_are_visible_too(produced_rig: Rig, tmp_path: Path)
 # --- the produced path says exactly what the SDK path says -------------------------------
 
 
-def _run_once(produced: bool, tmp_path: Path) -> list[Sample]:
-    rig, stop = start_rig(produced=produced, llm_span_rate=0)
+def _run_once(path: str, tmp_path: Path) -> list[Sample]:
+    rig, stop = start_rig(path=path, llm_span_rate=0)
     try:
         client = OfflineLLMClient(failure_rate=0.2)
         pipeline = build_demo_pipeline(
-            load_reviews(40), client=client, checkpoint_dir=tmp_path / str(produced)
+            load_reviews(40), client=client, checkpoint_dir=tmp_path / path
         )
         pipeline.execute()
         return rig.scrape()
@@ -232,18 +238,21 @@ def _comparable(scraped: list[Sample]) -> dict[tuple[str, tuple[tuple[str, str],
     return series
 
 
-def test_produced_series_are_identical_to_the_sdk_series(tmp_path: Path) -> None:
-    sdk = _comparable(_run_once(False, tmp_path))
-    produced = _comparable(_run_once(True, tmp_path))
-    assert set(produced) == set(sdk)
+@pytest.mark.parametrize("path", ["app", "sdk"])
+def test_every_destination_reports_the_same_series(path: str, tmp_path: Path) -> None:
+    """An application's MeterProvider (bridged, or through SDK instruments where the bridge
+    cannot attach) reports exactly what ondine-otel's own readers do."""
+    own = _comparable(_run_once("own", tmp_path))
+    other = _comparable(_run_once(path, tmp_path))
+    assert set(other) == set(own)
     differing = {
-        key: (sdk[key], produced[key])
-        for key in sdk
-        if not (sdk[key] != sdk[key] and produced[key] != produced[key])  # both NaN: timed
-        and sdk[key] != pytest.approx(produced[key], rel=1e-12)
+        key: (own[key], other[key])
+        for key in own
+        if not (own[key] != own[key] and other[key] != other[key])  # both NaN: timed
+        and own[key] != pytest.approx(other[key], rel=1e-12)
     }
     assert not differing
-    assert any(name == f"{DURATION}_bucket" for name, _ in produced)
+    assert any(name == f"{DURATION}_bucket" for name, _ in own)
 
 
 # --- active-run gauges from the live runs -----------------------------------------------
@@ -258,14 +267,13 @@ def test_active_run_gauges_keep_their_labels_after_2500_runs(produced_rig: Rig) 
     def a_run() -> RunTelemetry:
         context = ExecutionContext()
         context.total_rows = 10
-        run = RunTelemetry(context, tracer, owner=None, listener=metrics)
+        run = RunTelemetry(context, tracer, owner=None, listeners=[metrics])
+        metrics.registry.begin(run)
         metrics.run_started(run)
         return run
 
     for _ in range(2500):
-        run = a_run()
-        metrics.run_finished(run, "success", 0.01)
-        run.finish()
+        metrics.registry.end(a_run())
     last = a_run()
     try:
         scraped = produced_rig.scrape()
@@ -275,8 +283,7 @@ def test_active_run_gauges_keep_their_labels_after_2500_runs(produced_rig: Rig) 
         ]
         assert value(scraped, "ondine_runs_total", status="success") == 2500
     finally:
-        metrics.run_finished(last, "success", 0.01)
-        last.finish()
+        metrics.registry.end(last)
     assert samples(produced_rig.scrape(), "ondine_run_rows_expected") == []
 
 

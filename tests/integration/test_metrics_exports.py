@@ -27,11 +27,13 @@ from prometheus_client.samples import Sample
 from ondine_otel.config import TelemetryConfig
 from ondine_otel.demo import OfflineLLMClient, build_demo_pipeline, load_reviews
 from ondine_otel.export import providers as exporters
+from ondine_otel.export.exports import bind_metrics
 from ondine_otel.export.pushgateway import JOB, PushgatewayPusher
 from ondine_otel.instrumentor import OndineInstrumentor
+from ondine_otel.runtime import runtime
 from ondine_otel.telemetry import semconv
-from ondine_otel.telemetry.fanout import FanOut
-from ondine_otel.telemetry.metrics import metric_views, metrics_for
+from ondine_otel.telemetry.instruments import metric_views
+from ondine_otel.telemetry.metrics import OndineMetrics
 from tests.spy import ContextSpy
 from tests.support.otlp_receiver import (
     MetricValue,
@@ -123,10 +125,11 @@ def start_push_rig(
     endpoint = exporters.PrometheusEndpoint()
     meter_provider = MeterProvider(metric_readers=[endpoint.reader], views=metric_views())
     tracer_provider = TracerProvider()
-    metrics = metrics_for(meter_provider)
+    metrics = runtime.get().metrics_for(meter_provider)
     pusher = PushgatewayPusher(
         url,
         endpoint.registry,
+        runs=runtime.get().registry,
         pipeline_label=metrics.labels.pipeline,
         interval=interval,
         timeout=timeout,
@@ -134,7 +137,7 @@ def start_push_rig(
     instrumentor = OndineInstrumentor()
     instrumentor.instrument(
         tracer_provider=tracer_provider,
-        listener=FanOut([metrics, pusher]),
+        listeners=[metrics, pusher],
         pipeline_name=pipeline_name,
     )
     return PushRig(endpoint, meter_provider, tracer_provider, pusher, instrumentor)
@@ -380,10 +383,11 @@ def test_otlp_metrics_decode_to_the_run_totals(
     assert len(readers) == 1
     resource = exporters.build_resource(config)
     meter_provider = exporters.build_meter_provider(config, resource, readers)
-    produced = exporters.produced_metrics(meter_provider, config, resource, readers)
+    produced = OndineMetrics(runtime.get().registry)
+    bind_metrics(produced, meter_provider)
     tracer_provider = TracerProvider()
     instrumentor = OndineInstrumentor()
-    instrumentor.instrument(tracer_provider=tracer_provider, listener=produced)
+    instrumentor.instrument(tracer_provider=tracer_provider, listeners=[produced])
     try:
         context = run_pipeline(build_demo_pipeline(load_reviews(20), checkpoint_dir=tmp_path))
         assert meter_provider.force_flush(timeout_millis=10_000)

@@ -25,12 +25,12 @@ from opentelemetry.trace import StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from ondine_otel import OtelObserver
 from ondine_otel.demo import OfflineLLMClient, build_demo_pipeline, load_reviews
 from ondine_otel.export.providers import PrometheusEndpoint
-from ondine_otel.hooks.observer import OtelObserver
 from ondine_otel.instrumentor import OndineInstrumentor
 from ondine_otel.telemetry import semconv
-from ondine_otel.telemetry.metrics import metric_views
+from ondine_otel.telemetry.instruments import metric_views
 from tests.spy import ContextSpy
 from tests.support.services import Service, sample_values, wait_for_query
 from tests.support.wait import wait_until

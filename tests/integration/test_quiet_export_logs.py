@@ -40,8 +40,9 @@ for index in range(4):
     build_demo_pipeline(load_reviews(5), checkpoint_dir=tempfile.mkdtemp()).execute()
     trace.get_tracer_provider().force_flush(2000)  # one failed export per run
 handle.shutdown(timeout=3)
-from ondine_otel.export.quiet_logs import ONCE
-print("RESULT " + json.dumps({{"records": records, "suppressed": ONCE.suppressed}}), flush=True)
+from ondine_otel.runtime import runtime
+suppressed = runtime.get().export_logs.suppressed
+print("RESULT " + json.dumps({{"records": records, "suppressed": suppressed}}), flush=True)
 """
 
 

@@ -196,3 +196,6 @@ def test_collector_fault_never_reaches_the_job(
     assert fault_logs, "the fault must be reported in the log"
     # One line per failing signal for the whole process, not one per failed batch or retry.
     assert len(fault_logs) <= 2, [f"{r['logger']}: {r['text'][:120]}" for r in fault_logs]
+    # ondine-otel's own line: the endpoint and the settings to check, not the SDK's retries.
+    ours = [r["text"] for r in fault_logs if r["text"].startswith("ondine-otel: exporting")]
+    assert ours and all("OTEL_EXPORTER_OTLP_" in text for text in ours), fault_logs

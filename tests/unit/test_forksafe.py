@@ -8,19 +8,22 @@ import threading
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 
+from ondine_otel.runtime import runtime
 from ondine_otel.telemetry.metrics import OndineMetrics
 
 
 def _record_in_child(metrics: OndineMetrics) -> None:
-    metrics.recorder_for("openai", "gpt-4o-mini", None)(0.01, 3, 1)
+    for sink in metrics.call_sinks:
+        sink("openai", "gpt-4o-mini", None)(0.01, 3, 1)
     assert metrics.calls.snapshot()
+    assert metrics.reading() is not None
 
 
 @pytest.mark.skipif(
     "fork" not in multiprocessing.get_all_start_methods(), reason="no fork on this platform"
 )
 def test_a_child_forked_while_a_lock_is_held_records_calls() -> None:
-    metrics = OndineMetrics(MeterProvider(), produced=True)
+    metrics = runtime.get().metrics_for(MeterProvider())
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:

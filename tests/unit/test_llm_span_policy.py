@@ -10,6 +10,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
+from ondine_otel.telemetry import call_record
 from ondine_otel.telemetry.llm_calls import LLMCalls
 
 SECOND = 1_000_000_000
@@ -38,9 +39,11 @@ def test_after_the_first_calls_only_failures_get_spans_up_to_their_cap() -> None
     for index in range(10):
         end = (index + 1) * SECOND
         if index % 2:
-            calls.failed(end - 1000, end, TimeoutError("slow"), ("prompt",), {})
+            calls.record(
+                call_record.from_error(end - 1000, end, TimeoutError("slow"), ("prompt",), {})
+            )
         else:
-            calls.succeeded(end - 1000, end, RESPONSE, ("prompt",), {})
+            calls.record(call_record.from_response(end - 1000, end, RESPONSE, ("prompt",), {}))
     spans = exporter.get_finished_spans()
     statuses = [s.status.status_code for s in spans]
     assert statuses == [StatusCode.UNSET, StatusCode.ERROR, StatusCode.ERROR, StatusCode.ERROR]
@@ -55,7 +58,7 @@ def test_successful_calls_after_the_first_are_sampled_at_the_rate() -> None:
     # 100 calls spread evenly over 10 s: at 2 per second about 20 get a span.
     for index in range(100):
         end = SECOND + index * SECOND // 10
-        calls.succeeded(end - 1000, end, RESPONSE, ("prompt",), {})
+        calls.record(call_record.from_response(end - 1000, end, RESPONSE, ("prompt",), {}))
     kept = len(exporter.get_finished_spans())
     assert 18 <= kept <= 20
     assert calls.dropped == 100 - kept
@@ -64,6 +67,6 @@ def test_successful_calls_after_the_first_are_sampled_at_the_rate() -> None:
 def test_a_zero_policy_records_no_span_but_counts_every_call() -> None:
     calls, exporter = recorder(first_n=0, error_limit=0)
     for index in range(5):
-        calls.failed(index, index + 10, ValueError("bad"), ("prompt",), {})
+        calls.record(call_record.from_error(index, index + 10, ValueError("bad"), ("prompt",), {}))
     assert exporter.get_finished_spans() == ()
     assert calls.dropped == 5

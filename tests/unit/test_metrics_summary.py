@@ -8,7 +8,7 @@ from rich.console import Console
 
 from ondine_otel.cli.console import print_metrics_summary
 from ondine_otel.telemetry import semconv
-from ondine_otel.telemetry.metrics import metric_views
+from ondine_otel.telemetry.instruments import metric_views
 
 
 def _render(data: MetricsData | None) -> str:

@@ -22,11 +22,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from ondine_otel import OtelObserver
 from ondine_otel.demo.client import OfflineLLMClient
 from ondine_otel.demo.data import load_reviews
 from ondine_otel.demo.pipeline import PROMPT, build_demo_pipeline
-from ondine_otel.hooks.observer import ACTIVE_RUNS, OtelObserver
 from ondine_otel.instrumentor import OndineInstrumentor
+from ondine_otel.runtime import runtime
 from ondine_otel.telemetry import semconv
 from tests.spy import ContextSpy
 from tests.traces import event_names, only_run, runs, stage, stages_of
@@ -122,6 +123,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from ondine_otel.demo.data import load_reviews
 from ondine_otel.demo.pipeline import PROMPT, build_demo_pipeline
 from ondine_otel.instrumentor import OndineInstrumentor
+from ondine_otel.runtime import runtime
 
 exporter = InMemorySpanExporter()
 provider = TracerProvider()
@@ -204,7 +206,7 @@ def test_keyboard_interrupt_ends_the_run_once_with_a_checkpoint_event(
     # The interrupted stage span is closed too, nothing is left current or active.
     assert stage(spans, "LLMInvocation").status.status_code is StatusCode.ERROR
     assert not trace.get_current_span().get_span_context().is_valid
-    assert ACTIVE_RUNS.values() == []
+    assert runtime.get().registry.active() == []
     # A next run on this thread is a new root trace, not a child of the interrupted one.
     span_exporter.clear()
     follow_up = build_demo_pipeline(load_reviews(3), checkpoint_dir=tmp_path / "next")

@@ -70,7 +70,7 @@ from ondine.observability.registry import observer
 from ondine_otel.demo.client import OfflineLLMClient
 from ondine_otel.demo.data import load_reviews
 from ondine_otel.demo.pipeline import PROMPT
-from ondine_otel.export import setup
+from ondine_otel.entries.instrument import current
 
 seen = []
 
@@ -99,7 +99,7 @@ pipeline = (
     .build()
 )
 pipeline.execute()
-setup.current().shutdown(timeout=5)
+current().shutdown(timeout=5)
 print("RESULT " + json.dumps(
     {"metadata": pipeline.specifications.metadata, "events": seen}, default=str))
 """

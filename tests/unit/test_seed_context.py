@@ -12,7 +12,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from ondine_otel.hooks.observer import OtelObserver
+from ondine_otel import OtelObserver
 from ondine_otel.telemetry import guard, run, semconv
 from tests.traces import only_run, stage
 

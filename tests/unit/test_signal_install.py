@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from ondine_otel.hooks import signals
+from ondine_otel.runtime import signals
+from ondine_otel.telemetry.registry import RunRegistry
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +28,7 @@ def _noop(timeout: float, exiting: bool) -> None:
 def test_takes_sigterm_and_leaves_pythons_ctrl_c_alone() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    handler = signals.install(_noop, 1.0)
+    handler = signals.install(RunRegistry(), _noop, 1.0)
     assert handler is not None
     assert signal.getsignal(signal.SIGTERM) == handler._handle
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -41,7 +42,7 @@ def test_takes_an_unhandled_sigint_and_chains_an_apps_sigterm_handler() -> None:
 
     signal.signal(signal.SIGTERM, app)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    handler = signals.install(_noop, 1.0)
+    handler = signals.install(RunRegistry(), _noop, 1.0)
     assert handler is not None
     assert signal.getsignal(signal.SIGINT) == handler._handle
     handler.uninstall()
@@ -51,14 +52,14 @@ def test_takes_an_unhandled_sigint_and_chains_an_apps_sigterm_handler() -> None:
 
 def test_an_ignored_sigterm_stays_ignored() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    handler = signals.install(_noop, 1.0)
+    handler = signals.install(RunRegistry(), _noop, 1.0)
     assert handler is not None
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
 
 
 def test_a_handler_installed_later_by_the_app_is_kept_on_uninstall() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    handler = signals.install(_noop, 1.0)
+    handler = signals.install(RunRegistry(), _noop, 1.0)
     assert handler is not None
 
     def later(signum: int, frame: object) -> None:
@@ -75,7 +76,9 @@ def test_outside_the_main_thread_it_logs_one_line_and_installs_nothing(
     before = signal.getsignal(signal.SIGTERM)
     result: list[object] = []
     with caplog.at_level(logging.INFO, logger="ondine_otel"):
-        worker = threading.Thread(target=lambda: result.append(signals.install(_noop, 1.0)))
+        worker = threading.Thread(
+            target=lambda: result.append(signals.install(RunRegistry(), _noop, 1.0))
+        )
         worker.start()
         worker.join()
     assert result == [None]

@@ -31,8 +31,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from ondine_otel.hooks.observer import ACTIVE_RUNS, finish_run
 from ondine_otel.telemetry.guard import report
+from ondine_otel.telemetry.registry import RunRegistry
 
 logger = logging.getLogger("ondine_otel")
 
@@ -56,7 +56,8 @@ class ProcessTerminated(KeyboardInterrupt):
 class SignalHandler:
     """Installed for SIGTERM/SIGINT by `install`; `uninstall` puts the previous ones back."""
 
-    def __init__(self, flush: Flush, timeout: float) -> None:
+    def __init__(self, registry: RunRegistry, flush: Flush, timeout: float) -> None:
+        self._registry = registry
         self._flush = flush
         self._timeout = timeout
         self._previous: dict[int, Handler] = {}
@@ -87,7 +88,7 @@ class SignalHandler:
         if self._handling and not chained:  # signalled again while terminating: stop now
             _die(signum)
         self._handling = True
-        if not chained and ACTIVE_RUNS.values():
+        if not chained and self._registry.active():
             self._terminate(signum)  # raises ProcessTerminated in the main thread
         worker = threading.Thread(
             target=self._end_and_flush,
@@ -134,9 +135,9 @@ class SignalHandler:
 
     def _end_and_flush(self, signum: int, exiting: bool, timeout: float) -> None:
         error = ProcessTerminated(signum)
-        for run in ACTIVE_RUNS.values():
+        for run in self._registry.active():
             try:
-                finish_run(run, error)
+                self._registry.end(run, error)
             except Exception as failure:  # noqa: BLE001 - end the others anyway
                 report("ending a run on a signal", failure)
         try:
@@ -151,7 +152,7 @@ def _die(signum: int) -> None:
     os.kill(os.getpid(), signum)
 
 
-def install(flush: Flush, timeout: float) -> SignalHandler | None:
+def install(registry: RunRegistry, flush: Flush, timeout: float) -> SignalHandler | None:
     """Install the handler for SIGTERM (and SIGINT where unhandled); None where impossible.
 
     `flush(timeout, exiting)` must return within about `timeout` seconds; `exiting` says the
@@ -161,40 +162,6 @@ def install(flush: Flush, timeout: float) -> SignalHandler | None:
     if threading.current_thread() is not threading.main_thread():
         logger.info("ondine-otel: not installing the SIGTERM handler outside the main thread")
         return None
-    handler = SignalHandler(flush, timeout)
+    handler = SignalHandler(registry, flush, timeout)
     handler._install((signal.SIGTERM, signal.SIGINT))
     return handler
-
-
-_installed: dict[int, SignalHandler] = {}
-
-
-def install_for(telemetry: Any) -> None:
-    """Install for an `instrument()` handle, per its `handle_signals`/`shutdown_timeout`."""
-    config = telemetry.config
-    if not config.handle_signals:
-        return
-    handler = install(lambda timeout, exiting: flush(telemetry, timeout, exiting),
-                      config.shutdown_timeout)  # fmt: skip
-    if handler is not None:
-        _installed[id(telemetry)] = handler
-
-
-def uninstall_for(telemetry: Any) -> None:
-    handler = _installed.pop(id(telemetry), None)
-    if handler is not None:
-        handler.uninstall()
-
-
-def flush(telemetry: Any, timeout: float, exiting: bool) -> None:
-    """Shut the handle down (the process is ending) or flush it (the application goes on)."""
-    if exiting:
-        telemetry.shutdown(timeout=timeout)
-        return
-    if telemetry.pusher is not None:
-        telemetry.pusher.flush(timeout)
-    millis = int(timeout * 1000)
-    for provider in [telemetry.tracer_provider, *telemetry.meter_providers]:
-        force_flush = getattr(provider, "force_flush", None)
-        if force_flush is not None:
-            force_flush(millis)

@@ -2,9 +2,9 @@
 
 ondine 2.1.1 sends named observers only pipeline start/end, errors and `llm_call` events, never
 stage events, so on its own this entry could not draw a run's trace. ondine creates it inside
-`execute()`; creating it applies the safety net (`lifecycle.install`), whose
-`_execute_stages` wrapper then attaches an OtelObserver to the running pipeline for that run
-(`attach_pending`); ondine calls the stage hooks on it like on any observer.
+`execute()`; creating it applies the runtime's safety net, whose `_execute_stages` wrapper then
+hands the running pipeline to `attach` (the observer waits in the run registry until then),
+which adds an observer for that run; ondine calls the stage hooks on it like on any observer.
 
 Its config dict takes the `TelemetryConfig` argument names. ondine stores that dict in the
 pipeline's specification and sends it in `pipeline_start` to every observer, so secret settings
@@ -30,29 +30,27 @@ from ondine_otel.config import (
     observer_config,
     sdk_disabled,
 )
-from ondine_otel.export import setup
-from ondine_otel.hooks import calls, lifecycle
+from ondine_otel.entries.instrument import instrument
+from ondine_otel.hooks import execute_call
 from ondine_otel.hooks.llm_events import LLMCallListener
-from ondine_otel.hooks.observer import OtelObserver
+from ondine_otel.hooks.observer import RunObserver
+from ondine_otel.runtime import runtime
 from ondine_otel.telemetry import semconv
-from ondine_otel.telemetry.active_runs import ACTIVE_RUNS, Registry
 from ondine_otel.telemetry.guard import guarded, report
 
-#: Named observers that saw their run start, waiting for `_execute_stages` to attach them.
-PENDING: Registry[NamedOtelObserver] = Registry()
 
-
-def _observer_for(config: TelemetryConfig, settings: dict[str, Any]) -> OtelObserver:
-    """An OtelObserver on the active set-up, setting one up from `settings` if there is none."""
-    handle = setup.current()
+def _observer_for(config: TelemetryConfig, settings: dict[str, Any]) -> RunObserver:
+    """An observer on the active set-up, setting one up from `settings` if there is none."""
+    found = runtime.get()
+    handle = found.handle
     if handle is None and not isinstance(trace.get_tracer_provider(), SdkTracerProvider):
         # Nothing exports yet: set up what instrument() would, minus this pipeline's own run
         # settings, which must not become every other pipeline's defaults.
         shared = {k: v for k, v in settings.items() if k not in RUN_SETTINGS}
-        handle = setup.instrument(**shared)
+        handle = instrument(**shared)
     if handle is not None and handle.enabled:
         return handle.new_observer()
-    return OtelObserver(**config.observer_settings())
+    return RunObserver(found, **config.observer_settings())
 
 
 def _without_secrets(config: dict[str, Any] | None) -> dict[str, Any]:
@@ -76,27 +74,26 @@ class NamedOtelObserver(LLMCallListener):
         self._config = observer_config(settings)  # a bad value: ondine logs it, job runs on
         super().__init__(settings)
         self._settings = settings
-        self._attached: tuple[Any, OtelObserver] | None = None
+        self._attached: tuple[Any, RunObserver] | None = None
         if not (sdk_disabled() or self._config.disabled):
-            lifecycle.install()
+            runtime.get().ensure_patched()
 
     @guarded("with_observer('otel') pipeline start")
     def on_pipeline_start(self, event: Any) -> None:
         if sdk_disabled() or self._config.disabled:
             return
-        PENDING.put(getattr(event, "run_id", None), self)
+        runtime.get().registry.hold_waiting(getattr(event, "run_id", None), self)
 
     def attach(self, pipeline: Any, context: Any) -> None:
-        """Trace this run through an OtelObserver on the pipeline, unless one already does."""
-        running = ACTIVE_RUNS.get(getattr(context, "session_id", None))
-        if running is not None and not running.finished:
+        """Trace this run through an observer on the pipeline, unless one already does."""
+        if runtime.get().registry.run(getattr(context, "session_id", None)) is not None:
             return  # the instrumentor (or an added OtelObserver) already traces this run
-        if any(isinstance(o, OtelObserver) for o in getattr(pipeline, "observers", ())):
+        if any(isinstance(o, RunObserver) for o in getattr(pipeline, "observers", ())):
             return
         attached = _observer_for(self._config, self._settings)
         pipeline.observers.append(attached)
         self._attached = (pipeline, attached)
-        call = calls.current()
+        call = execute_call.current()
         if call is not None:  # ondine skips close() on KeyboardInterrupt: detach then too
             call.cleanups.append(self.close)
         attached.on_pipeline_start(pipeline, context)  # ondine's start hooks already ran
@@ -108,16 +105,6 @@ class NamedOtelObserver(LLMCallListener):
             pipeline, attached = self._attached
             self._attached = None
             pipeline.observers[:] = [o for o in pipeline.observers if o is not attached]
-
-
-def attach_pending(pipeline: Any, context: Any) -> None:
-    """Called as the stages start: attach the named observer that saw this run begin."""
-    named = PENDING.pop(getattr(context, "session_id", None))
-    if named is not None:
-        try:
-            named.attach(pipeline, context)
-        except Exception as error:  # noqa: BLE001
-            report("attaching the with_observer('otel') observer", error)
 
 
 def register() -> None:
