@@ -25,7 +25,7 @@ class _Files:
         self._state = state
 
     def create(self, *, file: tuple[str, io.BytesIO, str], purpose: str) -> SimpleNamespace:
-        file_id = f"file-{len(list(self._state.glob('file-*.jsonl')))}"
+        file_id = f"file-in-{len(list(self._state.glob('file-in-*.jsonl')))}"
         (self._state / f"{file_id}.jsonl").write_bytes(file[1].getvalue())
         return SimpleNamespace(id=file_id, purpose=purpose)
 
