@@ -173,3 +173,33 @@ def test_proposed_shape_one_run_span_with_chunk_stages(
     llm_stages = shape.named(spans, shape.LLM_STAGE)
     chunks = sorted((s.attributes or {}).get("ondine.chunk.index", -1) for s in llm_stages)
     assert chunks == list(range(ROWS // CHUNK))
+
+
+def test_a_stream_is_one_active_run_with_progress_across_chunks(
+    telemetry: Telemetry, ondine_runs: dict[str, RunReport], tmp_path: Path
+) -> None:
+    """Between chunks the stream is still running: one active run whose rows done, cost so far
+    and rows expected (ondine knows the frame's length) cover the chunks done so far.
+    `execute_stream_async` runs the next chunk only when asked, so the first chunk is exactly
+    what is done while the consumer holds it."""
+    pipeline = _build(telemetry, litellm_builder(reviews(3 * CHUNK), tmp_path), "stream_async")
+    name = telemetry.pipeline_name
+    seen: dict[str, float] = {}
+
+    async def consume() -> Any:
+        chunks = pipeline.execute_stream_async(chunk_size=CHUNK)
+        first = await chunks.__anext__()
+        seen["active"] = telemetry.metric("ondine.runs.active", pipeline=name)
+        seen["done"] = telemetry.metric("ondine.run.rows.done", pipeline=name)
+        seen["expected"] = telemetry.metric("ondine.run.rows.expected", pipeline=name)
+        seen["cost"] = telemetry.metric("ondine.run.cost.usd", pipeline=name)
+        async for _ in chunks:
+            pass
+        return first
+
+    first = asyncio.run(consume())
+    assert seen["active"] == 1
+    assert seen["done"] == first.metrics.processed_rows == CHUNK
+    assert seen["expected"] == 3 * CHUNK
+    assert seen["cost"] == pytest.approx(float(first.costs.total_cost))
+    assert telemetry.metric("ondine.runs.active", pipeline=name) == 0
