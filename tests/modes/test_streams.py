@@ -203,3 +203,30 @@ def test_a_stream_is_one_active_run_with_progress_across_chunks(
     assert seen["expected"] == 3 * CHUNK
     assert seen["cost"] == pytest.approx(float(first.costs.total_cost))
     assert telemetry.metric("ondine.runs.active", pipeline=name) == 0
+
+
+def test_a_stream_that_ondine_stops_on_its_budget_ends_as_an_error(
+    telemetry: Telemetry, ondine_runs: dict[str, RunReport], tmp_path: Path
+) -> None:
+    """ondine checks the stream's budget across chunks after each chunk and raises from the
+    generator: the stream's run ends ERROR, having done the chunks before."""
+    builder = litellm_builder(reviews(3 * CHUNK), tmp_path)
+    pipeline = _build(telemetry, builder.with_max_budget(0.0002), "stream_async")
+    done: list[Any] = []
+
+    async def consume() -> None:
+        async for chunk in pipeline.execute_stream_async(chunk_size=CHUNK):
+            done.append(chunk)
+
+    with pytest.raises(Exception, match=r"(?i)budget"):
+        asyncio.run(consume())
+    assert len(done) == 2  # 2 chunks cost 0.00027 > 0.0002: stopped before the third
+
+    spans = telemetry.spans()
+    assert len(shape.trace_ids(spans)) == 1
+    [root] = shape.roots(spans)
+    assert shape.failed([root]) == [root]
+    name = telemetry.pipeline_name
+    assert telemetry.metric("ondine.runs", pipeline=name, status="error") == 1
+    assert telemetry.metric("ondine.runs", pipeline=name, status="success") == 0
+    assert telemetry.metric("ondine.rows.processed", pipeline=name) == 2 * CHUNK
