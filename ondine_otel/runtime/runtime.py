@@ -30,6 +30,7 @@ from ondine_otel.config import DEFAULTS, ConfigError, TelemetryConfig
 from ondine_otel.export.exports import Exports, bind_metrics
 from ondine_otel.export.quiet_logs import OncePerLogger, quiet_export_logs
 from ondine_otel.hooks.client import ClientPatches
+from ondine_otel.hooks.handovers import Handovers
 from ondine_otel.hooks.observer import RunObserver
 from ondine_otel.hooks.patches import Patches
 from ondine_otel.runtime import signals
@@ -68,6 +69,7 @@ class Runtime:
     def __init__(self) -> None:
         self.registry = RunRegistry()
         self.clients = ClientPatches()
+        self.handovers = Handovers()
         self.patches = Patches(self)
         self.handle: Telemetry | None = None
         self._auto: RunObserver | None = None
@@ -244,6 +246,7 @@ class Runtime:
         self._lock = threading.RLock()
         self.registry.after_fork()
         self.clients.after_fork()
+        self.handovers.after_fork()
         self.patches.after_fork()
         self.failures.after_fork()
         for _, each in self._metrics:
