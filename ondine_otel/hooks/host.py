@@ -31,6 +31,9 @@ class Host(Protocol):
     def ensure_patched(self) -> None:
         """Apply the execute/StateManager wrappers if they are not applied yet."""
 
+    def ensure_router_logger(self) -> None:
+        """Register the litellm callback for failed router attempts, once per process."""
+
     def destinations(
         self,
         tracer_provider: TracerProvider | None,

@@ -86,6 +86,7 @@ class Patches:
                 return
             for (module, name), wrapper in zip(_TARGETS, self._wrappers(), strict=True):
                 wrap_function_wrapper(module, name, wrapper)
+            self._host.ensure_router_logger()
             self._applied = True
 
     def remove(self) -> None:

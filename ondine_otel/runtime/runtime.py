@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import litellm
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
@@ -33,6 +34,7 @@ from ondine_otel.hooks.client import ClientPatches
 from ondine_otel.hooks.handovers import Handovers
 from ondine_otel.hooks.observer import RunObserver
 from ondine_otel.hooks.patches import Patches
+from ondine_otel.hooks.router import RouterAttempts
 from ondine_otel.runtime import signals
 from ondine_otel.runtime.handle import Telemetry
 from ondine_otel.telemetry.guard import OnceFilter, quietly, report
@@ -77,6 +79,7 @@ class Runtime:
         # Providers we installed as the global ones: after our shutdown they are dead.
         self._ours: set[int] = set()
         self._warned_unexported = False
+        self._router_logger: RouterAttempts | None = None
         # Re-entrant: set_up holds it across check, build and publish, and may release the
         # previous handle (which takes it too) on the way.
         self._lock = threading.RLock()
@@ -90,6 +93,13 @@ class Runtime:
 
     def ensure_patched(self) -> None:
         self.patches.apply()
+
+    def ensure_router_logger(self) -> None:
+        """litellm copies its callback list on first use and never sees removals: one logger
+        per process, registered once and left in place (it is inert outside a run)."""
+        if self._router_logger is None:
+            self._router_logger = RouterAttempts()
+            litellm.callbacks.append(self._router_logger)
 
     def destinations(
         self,
