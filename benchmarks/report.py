@@ -126,6 +126,28 @@ def _rss(s: dict[str, Any]) -> list[str]:
     return out
 
 
+def _stream(s: dict[str, Any]) -> list[str]:
+    c, g = s["config"], s["growth"]
+    out = [f"{c['rounds']} round(s) at {c['rows']:,} rows and at {c['half_rows']:,}.", ""]
+    out += _rss(s)
+    n = s.get("noise")
+    if n:
+        out += ["", f"Noise: bare_2 / bare = {n['time_ratio']:.3f} (medians)."]
+    out += [
+        "",
+        f"| variant | RSS Δ MB at {c['half_rows']:,} rows | at {c['rows']:,} rows | growth MB |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in ("bare", "ours"):
+        r = g[name]
+        out.append(
+            f"| {name} | {_mb(r['rss_delta_smaller_bytes'])} | "
+            f"{_mb(r['rss_delta_larger_bytes'])} | {_mb(r['growth_bytes'], '+.1f')} |"
+        )
+    out += ["", f"ours' growth over bare's: {_mb(g['ours_over_bare_bytes'], '+.1f')} MB."]
+    return out
+
+
 def _shutdown(s: dict[str, Any]) -> list[str]:
     out = [
         "| variant | shutdown() s (median) | max s | timeout s | within timeout "
@@ -177,6 +199,7 @@ def _coverage(s: dict[str, Any]) -> list[str]:
 _RENDERERS = {
     "rounds": _rounds,
     "rss": _rss,
+    "stream": _stream,
     "shutdown": _shutdown,
     "scrape": _scrape,
     "coverage": _coverage,
@@ -190,15 +213,21 @@ def _headline(scenarios: dict[str, Any]) -> list[str]:
     def add(target: str, measured: str, met: bool | None) -> None:
         rows.append(f"| {target} | {measured} | {_yes(met)} |")
 
-    for name in ("instant_10k", "latency_4k", "litellm"):
-        s = scenarios.get(name)
-        if not s:
+    for name, s in scenarios.items():
+        if s["kind"] != "rounds":
             continue
         for variant, r in s["variants"].items():
             if "target" in r:
+                shutdown = (
+                    f"; shutdown {_cell(r['teardown_s_max'], '.3f')} s (max) of "
+                    f"{_cell(r['shutdown_timeout_s'], 'g')} s"
+                    if "shutdown" in r["target"]
+                    else ""
+                )
                 add(
                     f"{name}: {variant} {r['target']}",
-                    f"{_cell(r['time_ratio'], '.3f')}× ({_cell(r['per_call_us'], '+.1f')} µs/call)",
+                    f"{_cell(r['time_ratio'], '.3f')}× ({_cell(r['per_call_us'], '+.1f')} µs/call)"
+                    + shutdown,
                     r["within_target"],
                 )
     mem = scenarios.get("memory_100k")
@@ -207,6 +236,17 @@ def _headline(scenarios: dict[str, Any]) -> list[str]:
         add(
             f"memory_100k: ours peak RSS ≤ bare + {RSS_OVER_BARE_MB:g} MB",
             f"{_mb(r['rss_over_bare_bytes'], '+.1f')} MB",
+            r["within_target"],
+        )
+    for name, st in scenarios.items():
+        if st["kind"] != "stream":
+            continue
+        r = st["variants"]["ours"]
+        add(
+            f"{name}: ours {r['target']}",
+            f"{_cell(r['time_ratio'], '.3f')}×, peak RSS "
+            f"{_mb(r['rss_over_bare_bytes'], '+.1f')} MB over bare, growth "
+            f"{_mb(st['growth']['ours_over_bare_bytes'], '+.1f')} MB over bare's",
             r["within_target"],
         )
     down = scenarios.get("shutdown")

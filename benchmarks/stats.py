@@ -14,6 +14,8 @@ from typing import Any
 from benchmarks.runner import Sample
 
 BASELINE = "bare"
+# Allowance over a shutdown timeout for joining the bounded workers and closing the endpoint.
+SLACK = 0.05
 
 
 def _r(value: float | None, digits: int) -> float | None:
@@ -74,6 +76,7 @@ def summarize(
             "teardown_s_median": _r(statistics.median(teardown), 3) if teardown else None,
             "teardown_s_max": _r(max(teardown), 3) if teardown else None,
             "shutdown_timeout_s": runs[0].shutdown_timeout if runs else None,
+            "shutdown_within_timeout": _within_timeout(runs),
             "linger_s_max": _r(max(s.linger_s for s in runs), 3) if runs else None,
             "lingering_threads_max": max(s.lingering_threads for s in runs) if runs else None,
             "scrapes_per_run": [s.scrapes for s in runs],
@@ -85,9 +88,18 @@ def summarize(
             "uninstrumented_cleanly": None
             if not runs or runs[0].uninstrumented_cleanly is None
             else all(s.uninstrumented_cleanly for s in runs),
+            "evidence_per_run": [s.evidence for s in runs],
+            "left_patched": runs[0].left_patched if runs else None,
             "cost_usd": runs[0].cost if runs else None,
         }
     return out
+
+
+def _within_timeout(runs: Sequence[Sample]) -> bool | None:
+    """Every tear-down returned within its shutdown timeout (with `SLACK`); None if untimed."""
+    if not runs or any(s.shutdown_timeout is None for s in runs):
+        return None
+    return all(s.teardown_s <= s.shutdown_timeout * (1 + SLACK) for s in runs if s.shutdown_timeout)
 
 
 def _rss_delta(sample: Sample) -> int | None:
@@ -104,6 +116,16 @@ def _range(values: Sequence[int | None]) -> list[int] | None:
 def _median(values: Sequence[int | None]) -> int | None:
     known = [v for v in values if v is not None]
     return int(statistics.median(known)) if known else None
+
+
+def growth(smaller: dict[str, Any], larger: dict[str, Any]) -> dict[str, int | None]:
+    """A variant's RSS delta at fewer and at more rows, and the difference (flat: near 0)."""
+    low, high = smaller["rss_delta_bytes"], larger["rss_delta_bytes"]
+    return {
+        "rss_delta_smaller_bytes": low,
+        "rss_delta_larger_bytes": high,
+        "growth_bytes": None if low is None or high is None else high - low,
+    }
 
 
 def noise(summaries: dict[str, dict[str, Any]], other: str = "bare_2") -> dict[str, Any] | None:
