@@ -61,7 +61,9 @@ def render(doc: dict[str, Any]) -> str:
 
 def _timing(name: str, r: dict[str, Any], per_round: str | None) -> str:
     """The leading cells of a variant's row: times, rate, ratios, µs per call."""
-    ratio = _cell(r["time_ratio"], ".3f") + ("" if per_round is None else f" | {per_round}")
+    ratio = f"{_cell(r['time_ratio'], '.3f')} | {_cell(r.get('cpu_ratio'), '.3f')}" + (
+        "" if per_round is None else f" | {per_round}"
+    )
     return (
         f"| {name} | {_cell(r['median_s'], '.3f')} | {_cell(r['min_s'], '.3f')}–"
         f"{_cell(r['max_s'], '.3f')} | {_cell(r['rows_per_s'], ',.0f')} | {ratio} | "
@@ -87,9 +89,10 @@ def _rounds(s: dict[str, Any]) -> list[str]:
         f"{c['warmup_rounds']} warm-up, {c['timed_rounds']} timed rounds (each in its own "
         f"order), {c['tracemalloc_rounds']} tracemalloc round(s).",
         "",
-        "| variant | median s | min–max s | rows/s | time ratio | per round: median (min–max) "
-        "| µs/call | peak MB (tracemalloc) | shutdown s | target | within |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| variant | median s | min–max s | rows/s | time ratio | CPU ratio "
+        "| per round: median (min–max) | µs/call | peak MB (tracemalloc) | shutdown s | target "
+        "| within |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for name, r in s["variants"].items():
         rr = r["round_ratios"]
@@ -103,7 +106,8 @@ def _rounds(s: dict[str, Any]) -> list[str]:
     if n:
         out += [
             "",
-            f"Noise: bare_2 / bare = {n['time_ratio']:.3f} (medians); per round "
+            f"Noise: bare_2 / bare = {n['time_ratio']:.3f} (medians; CPU "
+            f"{_cell(n.get('cpu_ratio'), '.3f')}); per round "
             f"{_cell(n['round_ratio_min'], '.3f')}–{_cell(n['round_ratio_max'], '.3f')}.",
         ]
     return out
@@ -111,9 +115,9 @@ def _rounds(s: dict[str, Any]) -> list[str]:
 
 def _rss(s: dict[str, Any]) -> list[str]:
     out = [
-        "| variant | median s | min–max s | rows/s | time ratio | µs/call | RSS Δ MB "
+        "| variant | median s | min–max s | rows/s | time ratio | CPU ratio | µs/call | RSS Δ MB "
         "| RSS Δ min–max MB | over bare MB | target | within |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for name, r in s["variants"].items():
         spread = r.get("rss_delta_range_bytes")
@@ -132,7 +136,11 @@ def _stream(s: dict[str, Any]) -> list[str]:
     out += _rss(s)
     n = s.get("noise")
     if n:
-        out += ["", f"Noise: bare_2 / bare = {n['time_ratio']:.3f} (medians)."]
+        out += [
+            "",
+            f"Noise: bare_2 / bare = {n['time_ratio']:.3f} (medians; CPU "
+            f"{_cell(n.get('cpu_ratio'), '.3f')}).",
+        ]
     out += [
         "",
         f"| variant | RSS Δ MB at {c['half_rows']:,} rows | at {c['rows']:,} rows | growth MB |",
@@ -226,8 +234,8 @@ def _headline(scenarios: dict[str, Any]) -> list[str]:
                 )
                 add(
                     f"{name}: {variant} {r['target']}",
-                    f"{_cell(r['time_ratio'], '.3f')}× ({_cell(r['per_call_us'], '+.1f')} µs/call)"
-                    + shutdown,
+                    f"{_cell(r['time_ratio'], '.3f')}× ({_cell(r['per_call_us'], '+.1f')} µs/call; "
+                    f"CPU {_cell(r.get('cpu_ratio'), '.3f')}×)" + shutdown,
                     r["within_target"],
                 )
     mem = scenarios.get("memory_100k")
@@ -244,7 +252,7 @@ def _headline(scenarios: dict[str, Any]) -> list[str]:
         r = st["variants"]["ours"]
         add(
             f"{name}: ours {r['target']}",
-            f"{_cell(r['time_ratio'], '.3f')}×, peak RSS "
+            f"{_cell(r['time_ratio'], '.3f')}× (CPU {_cell(r.get('cpu_ratio'), '.3f')}×), peak RSS "
             f"{_mb(r['rss_over_bare_bytes'], '+.1f')} MB over bare, growth "
             f"{_mb(st['growth']['ours_over_bare_bytes'], '+.1f')} MB over bare's",
             r["within_target"],

@@ -47,6 +47,9 @@ class Sample:
     rss_peak: int | None = None  # the highest resident bytes seen during it
     linger_s: float = 0.0  # after tear-down, until the threads the variant started ended
     lingering_threads: int = 0  # still alive at the deadline
+    # This process's CPU time (every thread) during the run: unlike wall time, not lengthened
+    # by other processes competing for the CPUs.
+    cpu_s: float = 0.0
     evidence: dict[str, int] = field(default_factory=dict)  # see Session.evidence
     left_patched: list[str] | None = None  # see Session.left_patched
 
@@ -79,10 +82,12 @@ def run_once(
                 sampler.start()
             if trace_memory:
                 tracemalloc.start()
+            cpu_started = time.process_time()
             started = time.perf_counter()
             try:
                 cost, rows = execute(pipeline, workload)
                 seconds = time.perf_counter() - started
+                cpu_s = time.process_time() - cpu_started
             finally:
                 peak = tracemalloc.get_traced_memory()[1] if trace_memory else None
                 if trace_memory:
@@ -95,6 +100,7 @@ def run_once(
     return Sample(
         variant=variant.name,
         seconds=seconds,
+        cpu_s=cpu_s,
         cost=cost,
         rows=rows,
         peak_bytes=peak,

@@ -3,6 +3,8 @@
 Two ratios. ``time_ratio`` = median(variant) / median(bare), the headline. ``round_ratios`` =
 variant / bare within each round (the two ran seconds apart, so slow phases of the machine
 cancel out better); their spread, and bare_2 against bare, show how far to trust a ratio.
+``cpu_ratio``: as ``time_ratio`` for the process's CPU time, which other processes competing
+for the machine's CPUs do not lengthen (its slow phases still do).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def summarize(
         raise RuntimeError(f"runs disagree on ondine's cost: {sorted(costs)}")
     base = timed.get(BASELINE, [])
     base_median = statistics.median(s.seconds for s in base) if base else None
+    base_cpu = statistics.median(s.cpu_s for s in base) if base else None
     base_peak = _median([s.peak_bytes for s in traced.get(BASELINE, [])])
     base_rss = _median([_rss_delta(s) for s in base])
     out: dict[str, dict[str, Any]] = {}
@@ -41,6 +44,7 @@ def summarize(
         times = [s.seconds for s in runs]
         median = statistics.median(times) if times else None
         ratio = median / base_median if median and base_median else None
+        cpu = statistics.median(s.cpu_s for s in runs) if runs else None
         paired = (
             [s.seconds / b.seconds for s, b in zip(runs, base, strict=False)]
             if name != BASELINE
@@ -58,6 +62,8 @@ def summarize(
             "max_s": _r(max(times), 4) if times else None,
             "rows_per_s": _r(rows / median if median else None, 0),
             "time_ratio": _r(ratio, 3),
+            "cpu_median_s": _r(cpu, 4),
+            "cpu_ratio": _r(cpu / base_cpu if cpu and base_cpu else None, 3),
             "round_ratios": [round(p, 3) for p in paired],
             "round_ratio_median": _r(statistics.median(paired), 3) if paired else None,
             "per_call_us": _r(
@@ -136,6 +142,7 @@ def noise(summaries: dict[str, dict[str, Any]], other: str = "bare_2") -> dict[s
     paired = second["round_ratios"]
     return {
         "time_ratio": second["time_ratio"],
+        "cpu_ratio": second.get("cpu_ratio"),
         "round_ratio_median": second["round_ratio_median"],
         "round_ratio_min": min(paired) if paired else None,
         "round_ratio_max": max(paired) if paired else None,
