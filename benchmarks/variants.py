@@ -2,8 +2,9 @@
 
 Every variant is set up before and torn down after the timed ``execute()``; the tear-down is
 timed too (for ours that is ``Telemetry.shutdown()``). Each exports to the same in-process
-OTLP sink (or, for the failure variants, to a refused or a hanging endpoint), with the SDK's
-default batch span processor, so the tools differ only in what they do per run and per call.
+OTLP sink (or, for the failure variants, to a refused, hanging or 503/UNAVAILABLE endpoint),
+with the SDK's default batch span processor, so the tools differ only in what they do per run
+and per call. The entries on the application's own providers are set up in `entries`.
 
 Global state: ondine's built-in ``opentelemetry`` observer takes its tracer from the global
 tracer provider, which can be set only once per process. A switch is installed as the global
