@@ -162,13 +162,13 @@ class RunObserver(ExecutionObserver):
                 self._tracer_provider, self._meter_provider, self.label_limit
             )
         tracer = tracer_for(tracer_provider)
-        stream = call.stream if call is not None else None
-        composition = call.composition if call is not None else None
+        group = call if call is not None else execute_call.Call()
+        stream, composition = group.stream, group.composition
         extra: dict[str, Any] = {}
         parent = None
         if composition is not None:
             parent = composition.parent_for(context, tracer)
-            extra[semconv.ATTR_COLUMN] = call.column if call is not None else None
+            extra[semconv.ATTR_COLUMN] = group.column
         if stream is not None:
             extra[semconv.ATTR_STREAM_METHOD] = stream.method
         provider, model = modelname.from_pipeline(pipeline)
@@ -190,7 +190,7 @@ class RunObserver(ExecutionObserver):
             restored=registry.take_restore(session_id),
             budget_usd=pipeline_budget(pipeline),
             parent=parent,
-            chunk=None if stream is None else (call.chunk or 0) if call is not None else 0,
+            chunk=None if stream is None else group.chunk or 0,
             expected_rows=None if stream is None else stream.expected_rows,
             attributes=extra,
         )

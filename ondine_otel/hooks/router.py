@@ -10,7 +10,9 @@ API host: never a key, and never litellm's raw parameters, which hold the key). 
 attempt stays the call's span, from the client wrapper.
 
 litellm copies its callback list on first use and never notices later removals, so one logger
-is registered per process and stays; it does nothing while no ondine run is current.
+is registered per process and stays; it does nothing while no ondine run is current. litellm is
+imported only when the logger is made (the first entry that patches ondine), never by importing
+ondine_otel: its import adds global warning filters.
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ from datetime import datetime
 from time import time_ns
 from typing import Any
 from urllib.parse import urlsplit
-
-from litellm.integrations.custom_logger import CustomLogger
 
 from ondine_otel.telemetry.call_record import CallRecord
 from ondine_otel.telemetry.guard import report
@@ -48,26 +48,33 @@ def _ns(stamp: Any, default: int) -> int:
     return default
 
 
-class RouterAttempts(CustomLogger):
-    """litellm's callback for failed attempts (see the module docstring)."""
+async def _record_failure(kwargs: Any, start_time: Any, end_time: Any) -> None:
+    """One failed attempt of a Router call, on the run current here (if any)."""
+    try:
+        run = current_run()
+        if run is None or run.finished or not isinstance(kwargs, dict):
+            return
+        if not ((kwargs.get("litellm_params") or {}).get("model_info")):
+            return  # a plain litellm call: the client wrapper records its outcome
+        error = kwargs.get("exception")
+        if not isinstance(error, BaseException):
+            return
+        end = _ns(end_time, time_ns())
+        run.llm.record(
+            CallRecord(_ns(start_time, end), end, error=error, deployment=deployment_of(kwargs))
+        )
+    except Exception as failure:  # noqa: BLE001 - litellm's call must go on
+        report("recording a failed router attempt", failure)
 
-    async def async_log_failure_event(
-        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
-    ) -> None:
-        try:
-            run = current_run()
-            if run is None or run.finished or not isinstance(kwargs, dict):
-                return
-            if not ((kwargs.get("litellm_params") or {}).get("model_info")):
-                return  # a plain litellm call: the client wrapper records its outcome
-            error = kwargs.get("exception")
-            if not isinstance(error, BaseException):
-                return
-            end = _ns(end_time, time_ns())
-            run.llm.record(
-                CallRecord(
-                    _ns(start_time, end), end, error=error, deployment=deployment_of(kwargs)
-                )
-            )
-        except Exception as failure:  # noqa: BLE001 - litellm's call must go on
-            report("recording a failed router attempt", failure)
+
+def router_logger() -> Any:
+    """A litellm `CustomLogger` that records failed attempts (see the module docstring)."""
+    from litellm.integrations.custom_logger import CustomLogger
+
+    class RouterAttempts(CustomLogger):
+        async def async_log_failure_event(
+            self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+        ) -> None:
+            await _record_failure(kwargs, start_time, end_time)
+
+    return RouterAttempts()

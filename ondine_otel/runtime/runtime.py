@@ -20,7 +20,6 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import litellm
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
@@ -34,7 +33,7 @@ from ondine_otel.hooks.client import ClientPatches
 from ondine_otel.hooks.handovers import Handovers
 from ondine_otel.hooks.observer import RunObserver
 from ondine_otel.hooks.patches import Patches
-from ondine_otel.hooks.router import RouterAttempts
+from ondine_otel.hooks.router import router_logger
 from ondine_otel.runtime import signals
 from ondine_otel.runtime.handle import Telemetry
 from ondine_otel.telemetry.guard import OnceFilter, quietly, report
@@ -79,7 +78,7 @@ class Runtime:
         # Providers we installed as the global ones: after our shutdown they are dead.
         self._ours: set[int] = set()
         self._warned_unexported = False
-        self._router_logger: RouterAttempts | None = None
+        self._router_logger: Any = None
         # Re-entrant: set_up holds it across check, build and publish, and may release the
         # previous handle (which takes it too) on the way.
         self._lock = threading.RLock()
@@ -98,7 +97,9 @@ class Runtime:
         """litellm copies its callback list on first use and never sees removals: one logger
         per process, registered once and left in place (it is inert outside a run)."""
         if self._router_logger is None:
-            self._router_logger = RouterAttempts()
+            import litellm  # ondine's dependency; imported by the first patch, not at import
+
+            self._router_logger = router_logger()
             litellm.callbacks.append(self._router_logger)
 
     def destinations(
