@@ -139,9 +139,7 @@ def test_the_watchdog_goes_to_the_heartbeat_and_demo_alerts_never_page() -> None
 def test_spend_and_budget_alerts_are_routed_and_never_inhibited(alert: str) -> None:
     """Money alerts reach the ticket receiver, and no inhibit rule can target them: a
     days-long critical alert of the same pipeline must not hide a runaway spend."""
-    assert route(f"alertname={alert}", "severity=warning", "pipeline=reviews") == [
-        "ondine-ticket"
-    ]
+    assert route(f"alertname={alert}", "severity=warning", "pipeline=reviews") == ["ondine-ticket"]
     config = yaml.safe_load(ALERTMANAGER.read_text())
     for rule in config["inhibit_rules"]:
         targets = rule["target_matchers"]
