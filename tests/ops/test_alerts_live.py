@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.ops.fast_rules import fast_rule_files
 from tests.support.services import (
     Service,
     alertmanager_alerts,
@@ -39,7 +40,6 @@ from tests.support.wait import free_port, wait_until
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-RULE_FILES = sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yml"))
 ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 JOB = ROOT / "deploy" / "demo" / "job.py"
 PIPELINE = "alerts-live"
@@ -56,22 +56,6 @@ SHIPPED_WEBHOOK = re.compile(r"^http://127\.0\.0\.1:5001(/.*)$")
 
 
 # --- rewritten copies of the shipped files -----------------------------------------------
-
-
-def fast_rule_files(directory: Path) -> list[Path]:
-    """The shipped rule files with every group evaluated each second and every `for:` at 1 s."""
-    copies = []
-    for path in RULE_FILES:
-        document = yaml.safe_load(path.read_text())
-        for group in document["groups"]:
-            group["interval"] = "1s"
-            for rule in group["rules"]:
-                if "for" in rule:
-                    rule["for"] = "1s"
-        copy = directory / path.name
-        copy.write_text(yaml.safe_dump(document, sort_keys=False))
-        copies.append(copy)
-    return copies
 
 
 def fast_alertmanager_config(webhook_base: str) -> str:
