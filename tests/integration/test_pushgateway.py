@@ -28,6 +28,7 @@ from prometheus_client.samples import Sample
 from ondine_otel.export import pushgateway as pushgateway_module
 from ondine_otel.export.providers import PrometheusEndpoint
 from ondine_otel.export.pushgateway import PushgatewayPusher, _view
+from ondine_otel.telemetry.registry import RunRegistry
 from tests.support.services import Service
 from tests.support.wait import wait_until
 
@@ -263,7 +264,9 @@ def test_groups_of_dead_processes_are_cleaned_and_live_ones_kept(
     # Stale means older than halfway between the two ages.
     ages = [time.time() - _push_time(gateway, labels) for labels in (dead, live)]
     monkeypatch.setattr(pushgateway_module, "STALE_GROUP_AGE_S", sum(ages) / 2)
-    pusher = PushgatewayPusher(gateway.url, CollectorRegistry(), pipeline_label=str)
+    pusher = PushgatewayPusher(
+        gateway.url, CollectorRegistry(), runs=RunRegistry(), pipeline_label=str
+    )
     pusher.sweep("swept")
     left = {
         tuple(sorted(g["labels"].items()))

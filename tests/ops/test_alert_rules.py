@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from ondine_otel.telemetry import semconv
-from ondine_otel.telemetry.metrics import GENAI_DURATION_BUCKETS
+from ondine_otel.telemetry.instruments import GENAI_DURATION_BUCKETS
 from tests.support.services import AMTOOL_BIN, PROMTOOL_BIN, run_tool
 
 pytestmark = pytest.mark.integration
