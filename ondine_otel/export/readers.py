@@ -8,6 +8,7 @@ get the same GenAI histograms and active-run gauges, each in the temporality it 
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -22,12 +23,16 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from prometheus_client.registry import REGISTRY, CollectorRegistry
 
 from ondine_otel.telemetry import semconv
 from ondine_otel.telemetry.points import PointProducer
 from ondine_otel.version import __version__
 
 _SCOPE = InstrumentationScope(semconv.INSTRUMENTATION_NAME, __version__)
+#: What this exporter-prometheus accepts: `registry` arrived in 0.63b0, `scope_info_enabled`
+#: (and the otel_scope_* labels it turns off) in 0.64b0.
+_PROMETHEUS_PARAMS = frozenset(inspect.signature(PrometheusMetricReader.__init__).parameters)
 
 
 class ProducingReader:
@@ -85,7 +90,39 @@ class ProducingReader:
 
 
 class OndinePrometheusReader(ProducingReader, PrometheusMetricReader):
-    """The pull reader behind our /metrics endpoint and the Pushgateway pushes."""
+    """The pull reader behind our /metrics endpoint and the Pushgateway pushes.
+
+    Takes the newest exporter's arguments on every supported exporter version: an older one
+    adds no scope labels (nothing to turn off) and registers on the global registry, so the
+    collector is moved to ``registry`` here.
+    """
+
+    def __init__(
+        self,
+        disable_target_info: bool = False,
+        scope_info_enabled: bool = True,
+        *,
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        options: dict[str, Any] = {}
+        if "scope_info_enabled" in _PROMETHEUS_PARAMS:
+            options["scope_info_enabled"] = scope_info_enabled
+        if "registry" in _PROMETHEUS_PARAMS:
+            super().__init__(disable_target_info, registry=registry, **options)
+            return
+        super().__init__(disable_target_info, **options)
+        collector: Any = getattr(self, "_collector")  # noqa: B009 - set by the exporter
+        REGISTRY.unregister(collector)
+        registry.register(collector)
+        self._moved_to: CollectorRegistry | None = registry
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        moved_to = getattr(self, "_moved_to", None)
+        if moved_to is None:
+            super().shutdown(timeout_millis=timeout_millis, **kwargs)
+            return
+        self._moved_to = None
+        moved_to.unregister(getattr(self, "_collector"))  # noqa: B009
 
 
 class OndinePeriodicReader(ProducingReader, PeriodicExportingMetricReader):
