@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ondine_otel.cli.check import add_check_parser
+from ondine_otel.cli.ops import add_ops_parser
 from ondine_otel.version import __version__
 
 if TYPE_CHECKING:  # the demo imports these lazily; the other commands need neither
@@ -55,6 +56,7 @@ def _build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_demo_parser(subparsers)
     add_check_parser(subparsers)
+    add_ops_parser(subparsers)
     return parser
 
 
