@@ -42,6 +42,8 @@ from ondine_otel.config.settings import (
     SIGNALS,
     Setting,
     Signal,
+    otlp_chain,
+    per_signal_option,
 )
 
 __all__ = ["OtlpSettings", "Source", "TelemetryConfig", "observer_config"]
@@ -147,6 +149,12 @@ class OtlpSettings:
     timeout_s: float
     compression: str
     certificate: str | None
+
+    def option(self, name: str) -> Any:
+        """The value of OTLP option ``name`` in the settings' own units (timeout in ms)."""
+        if name == "timeout":
+            return round(self.timeout_s * 1000)
+        return getattr(self, name)
 
 
 @dataclass(frozen=True, repr=False)
@@ -337,12 +345,11 @@ class TelemetryConfig:
         """
         _check_signal(signal)
 
-        def pick(suffix: str) -> Any:
-            specific = getattr(self, f"otlp_{signal}_{suffix}")
-            return getattr(self, f"otlp_{suffix}") if specific is None else specific
+        def pick(option: str) -> Any:
+            return getattr(self, self.otlp_setting(signal, option).name)
 
         protocol: str = pick("protocol")
-        specific_endpoint: str | None = getattr(self, f"otlp_{signal}_endpoint")
+        specific_endpoint: str | None = getattr(self, otlp_chain(signal, "endpoint")[0].name)
         if specific_endpoint is not None:
             endpoint = specific_endpoint
         elif protocol == "grpc":
@@ -357,6 +364,16 @@ class TelemetryConfig:
             compression=pick("compression"),
             certificate=pick("certificate"),
         )
+
+    def otlp_setting(self, signal: Signal, option: str) -> Setting:
+        """The setting whose value ``option`` takes for ``signal`` (``otlp_chain``'s rule).
+
+        ``ondine-otel check`` names its variable in advice, so the advice points at the
+        variable that is actually in effect.
+        """
+        _check_signal(signal)
+        specific, generic = otlp_chain(signal, option)
+        return specific if getattr(self, specific.name) is not None else generic
 
     @property
     def sampler_ratio(self) -> float:
@@ -388,20 +405,9 @@ class TelemetryConfig:
                 value = self.sampler_ratio
             elif setting.name == "prometheus_port" and self.prometheus_address is not None:
                 value = self.prometheus_address[1]
-            else:
-                for signal in SIGNALS:
-                    prefix = f"otlp_{signal}_"
-                    if setting.name.startswith(prefix):
-                        effective = self.otlp_for(signal)
-                        suffix = setting.name[len(prefix) :]
-                        value = {
-                            "endpoint": effective.endpoint,
-                            "protocol": effective.protocol,
-                            "headers": effective.headers,
-                            "timeout": round(effective.timeout_s * 1000),
-                            "compression": effective.compression,
-                            "certificate": effective.certificate,
-                        }[suffix]
+            elif (per_signal := per_signal_option(setting.name)) is not None:
+                signal, option = per_signal
+                value = self.otlp_for(signal).option(option)
             out[setting.name] = display(setting, value)
         return out
 

@@ -9,7 +9,8 @@ Conventions:
 
 * Standard ``OTEL_*`` variables keep their spec meaning; ``OTEL_EXPORTER_OTLP_TIMEOUT`` is in
   milliseconds. Per-signal settings (``otlp_traces_*``, ``otlp_metrics_*``) default to ``None``
-  and fall back to the generic ones (``TelemetryConfig.otlp_for()``).
+  and fall back to the generic ones: ``otlp_chain()`` states that rule for every user of it
+  (``TelemetryConfig``, its masking and ``ondine-otel check``).
 * ``default_text`` overrides the rendered default where the real one is derived from others.
 """
 
@@ -374,9 +375,32 @@ BY_NAME: Mapping[str, Setting] = MappingProxyType({s.name: s for s in SETTINGS})
 #: Every setting's default, by argument name: the one place defaults are spelled out.
 DEFAULTS: Mapping[str, Any] = MappingProxyType({s.name: s.default for s in SETTINGS})
 SECRET_SETTINGS = frozenset(s.name for s in SETTINGS if s.secret)
+#: The OTLP options that exist generic and per signal (otlp_<option>, otlp_<signal>_<option>).
+OTLP_OPTIONS = ("endpoint", "protocol", "headers", "timeout", "compression", "certificate")
 EXPORTER_SIGNAL: Mapping[str, Signal] = MappingProxyType(
     {"traces_exporter": "traces", "metrics_exporter": "metrics"}
 )
+
+
+def otlp_chain(signal: Signal, option: str) -> tuple[Setting, Setting]:
+    """The OTLP fallback rule, stated once: (per-signal setting, generic setting).
+
+    The per-signal setting applies when it is set; otherwise the generic one, with the generic
+    one's default when that is unset too (for the endpoint, the OTLP spec's URL rules follow:
+    ``TelemetryConfig.otlp_for``).
+    """
+    if signal not in SIGNALS or option not in OTLP_OPTIONS:
+        raise ValueError(f"no OTLP setting for signal {signal!r} and option {option!r}")
+    return BY_NAME[f"otlp_{signal}_{option}"], BY_NAME[f"otlp_{option}"]
+
+
+def per_signal_option(name: str) -> tuple[Signal, str] | None:
+    """(signal, option) when ``name`` is a per-signal OTLP setting, else None."""
+    for signal in SIGNALS:
+        prefix = f"otlp_{signal}_"
+        if name.startswith(prefix) and name[len(prefix) :] in OTLP_OPTIONS:
+            return signal, name[len(prefix) :]
+    return None
 
 
 def unrecognized_environment(environ: Mapping[str, str] | None = None) -> list[str]:
