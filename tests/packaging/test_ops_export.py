@@ -106,3 +106,11 @@ def test_exported_rules_pass_their_promtool_tests(tmp_path: Path) -> None:
         [promtool, "test", "rules", *tests], cwd=tmp_path, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_readme_lists_every_selection() -> None:
+    from tests.unit.test_readme import section
+
+    rows = [line for line in section("Ops files").splitlines() if line.startswith("| `--")]
+    documented = [row.split("`")[1] for row in rows]
+    assert documented == [f"--{name}" for name in SELECTIONS]
