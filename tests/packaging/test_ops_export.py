@@ -114,3 +114,23 @@ def test_readme_lists_every_selection() -> None:
     rows = [line for line in section("Ops files").splitlines() if line.startswith("| `--")]
     documented = [row.split("`")[1] for row in rows]
     assert documented == [f"--{name}" for name in SELECTIONS]
+
+
+def test_docker_image_builds_the_package_with_its_ops_files() -> None:
+    """The image runs `pip install .`: hatch needs LICENSE and every force-included path in
+    the build context, copied before that step."""
+    dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    before_install = dockerfile[: dockerfile.index("RUN pip install .")]
+    copied = {
+        source
+        for line in before_install.splitlines()
+        if line.startswith("COPY ")
+        for source in line.split()[1:-1]
+    }
+    assert {"pyproject.toml", "README.md", "LICENSE", *all_paths()} <= copied
+    kept = {
+        line[1:].rstrip("/")
+        for line in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.startswith("!")
+    }
+    assert {"LICENSE", *all_paths()} <= kept
