@@ -8,7 +8,9 @@ Each ``check_*`` function tests one target and returns a list of ``Problem`` (em
 is well); ``planned_checks`` decides which targets the configuration actually uses, and
 ``run_check`` prints the report. The network checks speak the real protocol (an empty OTLP
 export, a Pushgateway readiness probe) because "the port is open" does not prove that the
-server there accepts our data.
+server there accepts our data. ``--zero-code`` checks the environment a zero-code run has
+(opentelemetry-distro's defaults applied), and the advice names the limit and the variable
+that really apply (the fallback rule is ``TelemetryConfig.otlp_setting``).
 """
 
 from __future__ import annotations
