@@ -260,14 +260,14 @@ class RunObserver(ExecutionObserver):
         if not wrapped:
             listen_to_llm_events(llm_client)
             return
-        run.llm.wrapped = True
+        run.llm.reporting(+1)
         run.llm.request = request_attributes(getattr(llm_client, "spec", None))
         restore_events = mute_own_events(llm_client)
 
         def unwatch() -> None:
             clients.unwrap(llm_client)
             restore_events()
-            run.llm.wrapped = False
+            run.llm.reporting(-1)
 
         run.add_cleanup(key, unwatch)
 
