@@ -44,6 +44,10 @@ from ondine_otel.telemetry.registry import RunRegistry
 from ondine_otel.telemetry.run import RunTelemetry
 
 JOB = "ondine"
+#: The job of Batch-API job groups: {job="ondine_batch", pipeline=P, run_id=R} holds a job's
+#: in-flight gauges from the last process that looked at it, until a process collects it. A
+#: job of its own, so the sweep of dead run groups never takes a job that is merely waiting.
+BATCH_JOB = "ondine_batch"
 #: Pause before the one retry of a failed push: long enough for a restarting gateway's socket.
 RETRY_DELAY_S = 0.5
 #: One failure site for every request to the gateway: a dead gateway is one warning, not three.
@@ -138,25 +142,25 @@ class PushgatewayPusher:
             handler=self._handler,
         )
 
-    def push_run(self, pipeline: str, run_id: str) -> None:
-        """Replace the run's group with its current active-run gauges."""
+    def push_run(self, pipeline: str, run_id: str, job: str = JOB) -> None:
+        """Replace the run's (or batch job's) group with its current gauges."""
 
         def keep(labels: dict[str, str]) -> bool:
             return labels.get(semconv.LABEL_RUN_ID) == run_id
 
         push_to_gateway(
             self.url,
-            job=JOB,
+            job=job,
             registry=_view(self._registry, keep),
             grouping_key=self._key(pipeline, run_id),
             timeout=self._timeout,
             handler=self._handler,
         )
 
-    def delete_run(self, pipeline: str, run_id: str) -> None:
+    def delete_run(self, pipeline: str, run_id: str, job: str = JOB) -> None:
         delete_from_gateway(
             self.url,
-            job=JOB,
+            job=job,
             grouping_key=self._key(pipeline, run_id),
             timeout=self._timeout,
             handler=self._handler,
@@ -212,7 +216,19 @@ class PushgatewayPusher:
             self._swept.add(label)
             if first:
                 self._tasks.put(("sweep", label, ""))
-            if self._thread is None:
+            self._start_worker()
+
+    def batch_job_changed(self, pipeline: str, run_id: str, finished: bool) -> None:
+        """Queue a push of the batch job's group (its deletion once collected) and of the
+        pipeline's counters; the process's exit flush sends it (BatchListener)."""
+        label = self._pipeline_label(pipeline)
+        with self._lock:
+            self._start_worker()
+        self._tasks.put(("batch_finished" if finished else "batch", label, run_id))
+
+    def _start_worker(self) -> None:
+        """Start the push worker if it is not running (call with the lock held)."""
+        if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name="ondine-otel-pushgateway", daemon=True
                 )
@@ -253,7 +269,12 @@ class PushgatewayPusher:
             return
         for group in self._with_home({pipeline}):
             self._guarded(_SITE, self.push_pipeline, group)
-        self._guarded(_SITE, self.delete_run, pipeline, run_id)
+        if kind == "batch":
+            self._guarded(_SITE, self.push_run, pipeline, run_id, BATCH_JOB)
+        elif kind == "batch_finished":
+            self._guarded(_SITE, self.delete_run, pipeline, run_id, BATCH_JOB)
+        else:
+            self._guarded(_SITE, self.delete_run, pipeline, run_id)
 
     def close(self, timeout: float | None = None) -> None:
         """Send the queued final pushes, then stop; waits at most `timeout` seconds."""

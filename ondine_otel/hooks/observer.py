@@ -117,6 +117,18 @@ class RunObserver(ExecutionObserver):
         if not self._disabled:
             host.ensure_patched()  # the safety net around this observer's runs
 
+    @property
+    def disabled(self) -> bool:
+        return self._disabled
+
+    def destinations(self) -> tuple[TracerProvider | None, Sequence[RunListener]]:
+        """Where this observer's runs (and batch jobs) report: tracer provider, listeners."""
+        if self._listeners is not None:
+            return self._tracer_provider, self._listeners
+        return self._host.destinations(
+            self._tracer_provider, self._meter_provider, self.label_limit
+        )
+
     def _run(self, context: Any) -> RunTelemetry | None:
         """The run this observer owns for `context`, if any."""
         run = self._host.registry.run(getattr(context, "session_id", None))
@@ -132,13 +144,7 @@ class RunObserver(ExecutionObserver):
             return  # another entry already traces this run
         self._host.ensure_patched()  # uninstrument() may have removed it since
         ensure_default_observers(pipeline)
-        listeners: Sequence[RunListener]
-        if self._listeners is not None:
-            tracer_provider, listeners = self._tracer_provider, self._listeners
-        else:
-            tracer_provider, listeners = self._host.destinations(
-                self._tracer_provider, self._meter_provider, self.label_limit
-            )
+        tracer_provider, listeners = self.destinations()
         provider, model = modelname.from_pipeline(pipeline)
         own = pipeline_settings(pipeline)
         run = RunTelemetry(

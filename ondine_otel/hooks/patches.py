@@ -20,6 +20,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
 from ondine_otel.hooks import execute_call
+from ondine_otel.hooks.batch import BatchWrappers
 from ondine_otel.hooks.checkpoints import CheckpointWrappers
 from ondine_otel.hooks.host import Host
 from ondine_otel.hooks.observer import RunObserver, ensure_default_observers
@@ -35,6 +36,7 @@ class Patches:
     def __init__(self, host: Host) -> None:
         self._host = host
         self._checkpoints = CheckpointWrappers(host.registry)
+        self._batch = BatchWrappers(host)
         self._applied = False
         self._lock = threading.Lock()
 
@@ -53,6 +55,7 @@ class Patches:
             wrap_function_wrapper(_PIPELINE, "Pipeline._execute_stages", self._execute_stages)
             wrap_function_wrapper(_STATE, "StateManager.save_checkpoint", self._checkpoints.save)
             wrap_function_wrapper(_STATE, "StateManager.load_checkpoint", self._checkpoints.load)
+            self._batch.apply()  # Batch-API jobs: submit, poll, collect, ondine's CLI
             self._applied = True
 
     def remove(self) -> None:
@@ -67,10 +70,12 @@ class Patches:
             unwrap(Pipeline, "_execute_stages")
             unwrap(StateManager, "save_checkpoint")
             unwrap(StateManager, "load_checkpoint")
+            self._batch.remove()
             self._applied = False
 
     def after_fork(self) -> None:
         self._lock = threading.Lock()
+        self._batch.after_fork()
 
     # --- wrappers ------------------------------------------------------------------------
     def _execute(
