@@ -44,10 +44,10 @@ from ondine_otel.telemetry.registry import RunRegistry
 from ondine_otel.telemetry.run import RunTelemetry
 
 JOB = "ondine"
-#: The job of Batch-API job groups: {job="ondine_batch", pipeline=P, run_id=R} holds a job's
-#: in-flight gauges from the last process that looked at it, until a process collects it. A
-#: job of its own, so the sweep of dead run groups never takes a job that is merely waiting.
-BATCH_JOB = "ondine_batch"
+#: Series of a Batch-API job in flight. Its group {job="ondine", pipeline=P, run_id=R} keeps
+#: the last state a process saw until a process collects the job (then it is deleted), so the
+#: sweep of dead runs' groups passes over groups holding these: a waiting job is not dead.
+BATCH_JOB_SERIES_PREFIX = "ondine_batch_job_"
 #: Pause before the one retry of a failed push: long enough for a restarting gateway's socket.
 RETRY_DELAY_S = 0.5
 #: One failure site for every request to the gateway: a dead gateway is one warning, not three.
@@ -142,7 +142,7 @@ class PushgatewayPusher:
             handler=self._handler,
         )
 
-    def push_run(self, pipeline: str, run_id: str, job: str = JOB) -> None:
+    def push_run(self, pipeline: str, run_id: str) -> None:
         """Replace the run's (or batch job's) group with its current gauges."""
 
         def keep(labels: dict[str, str]) -> bool:
@@ -150,17 +150,17 @@ class PushgatewayPusher:
 
         push_to_gateway(
             self.url,
-            job=job,
+            job=JOB,
             registry=_view(self._registry, keep),
             grouping_key=self._key(pipeline, run_id),
             timeout=self._timeout,
             handler=self._handler,
         )
 
-    def delete_run(self, pipeline: str, run_id: str, job: str = JOB) -> None:
+    def delete_run(self, pipeline: str, run_id: str) -> None:
         delete_from_gateway(
             self.url,
-            job=job,
+            job=JOB,
             grouping_key=self._key(pipeline, run_id),
             timeout=self._timeout,
             handler=self._handler,
@@ -181,7 +181,8 @@ class PushgatewayPusher:
             labels = group.get("labels") or {}
             run_id = labels.get(semconv.LABEL_RUN_ID)
             others = {k: v for k, v in labels.items() if k != semconv.LABEL_RUN_ID}
-            if run_id and run_id not in active and others == wanted:
+            batch = any(str(name).startswith(BATCH_JOB_SERIES_PREFIX) for name in group)
+            if run_id and run_id not in active and others == wanted and not batch:
                 stale.append(run_id)
         return stale
 
@@ -269,11 +270,9 @@ class PushgatewayPusher:
             return
         for group in self._with_home({pipeline}):
             self._guarded(_SITE, self.push_pipeline, group)
-        if kind == "batch":
-            self._guarded(_SITE, self.push_run, pipeline, run_id, BATCH_JOB)
-        elif kind == "batch_finished":
-            self._guarded(_SITE, self.delete_run, pipeline, run_id, BATCH_JOB)
-        else:
+        if kind == "batch":  # a batch job in flight: its group holds its gauges
+            self._guarded(_SITE, self.push_run, pipeline, run_id)
+        else:  # a run ended, or a batch job was collected
             self._guarded(_SITE, self.delete_run, pipeline, run_id)
 
     def close(self, timeout: float | None = None) -> None:
