@@ -50,9 +50,22 @@ from ondine_otel.telemetry import batch_job, modelname, semconv
 from ondine_otel.telemetry.batch_job import BatchJob
 from ondine_otel.telemetry.batch_metrics import BatchListener, BatchMetrics, Collected
 from ondine_otel.telemetry.guard import quietly, report
-from ondine_otel.telemetry.ids import format_traceparent, parse_traceparent
+from ondine_otel.telemetry.ids import (
+    format_traceparent,
+    parse_traceparent,
+    random_span_id,
+    random_trace_id,
+    span_id_from_ondine,
+    trace_id_from_ondine,
+)
 from ondine_otel.telemetry.metrics import OndineMetrics
-from ondine_otel.telemetry.tracing import parent_context, record_error, span_attributes, tracer_for
+from ondine_otel.telemetry.tracing import (
+    parent_context,
+    record_error,
+    span_attributes,
+    start_span_with_ids,
+    tracer_for,
+)
 
 _PIPELINE = "ondine.api.pipeline"
 _BACKEND = "ondine.orchestration.backends.provider_batch"
@@ -89,7 +102,7 @@ class _Op:
     """One user-level batch call in progress: submit, or a status/collect command."""
 
     kind: str
-    span: Span
+    span: Span | None
     destination: _Destination
     provider: str = "unknown"
     model: str = "unknown"
@@ -100,6 +113,27 @@ class _Op:
     requests: int = 0
     prompt_chars: int = 0
     reported: bool = False
+    #: A submit's root opens at its first stage, with the ids of ondine's context (contract
+    #: section 1); until then, where it will join and when the call began.
+    parent: otel_context.Context | None = None
+    started_ns: int = 0
+    attributes: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def root(self, ondine_context: Any = None) -> Span:
+        """The op's root span, opened now if it is not yet (ondine's ids when given)."""
+        if self.span is None:
+            trace_id = trace_id_from_ondine(getattr(ondine_context, "trace_id", None))
+            span_id = span_id_from_ondine(getattr(ondine_context, "span_id", None))
+            self.span = start_span_with_ids(
+                self.destination.tracer,
+                semconv.SPAN_BATCH_SUBMIT,
+                trace_id=trace_id or random_trace_id(),
+                span_id=span_id or random_span_id(),
+                parent=self.parent if self.parent is not None else otel_context.Context(),
+                attributes=self.attributes,
+                start_time=self.started_ns or None,
+            )
+        return self.span
 
 
 _OP: ContextVar[_Op | None] = ContextVar("ondine_otel_batch_op", default=None)
@@ -273,7 +307,11 @@ class BatchWrappers:
     def _run(self, op: _Op, call: Callable[[], Any]) -> Any:
         """Run `call` with `op` current (its span the active span), then settle the op."""
         token = _OP.set(op)
-        attached = otel_context.attach(trace.set_span_in_context(op.span))
+        # A command's root is current while it runs (a submit's opens later, at its first stage,
+        # whose span is then current).
+        attached = (
+            None if op.span is None else otel_context.attach(trace.set_span_in_context(op.span))
+        )
         result: Any = None
         error: BaseException | None = None
         try:
@@ -283,7 +321,8 @@ class BatchWrappers:
             error = raised
             raise
         finally:
-            otel_context.detach(attached)
+            if attached is not None:
+                otel_context.detach(attached)
             _OP.reset(token)
             quietly(_SITE, lambda: self._settle(op, result, error))
 
@@ -291,16 +330,17 @@ class BatchWrappers:
         failed = error is not None and not (
             isinstance(error, SystemExit) and error.code in (0, None)
         )
+        span = op.root()
         try:
             if failed and error is not None:
-                record_error(op.span, error)
+                record_error(span, error)
             if op.kind == "submit":
                 if not failed:
                     self._submitted(op, result)
             else:
                 self._looked(op)
         finally:
-            op.span.end()
+            span.end()
         if op.job is not None:
             job = op.job
             op.destination.report(job, lambda metrics: metrics.seen(job))
@@ -308,7 +348,7 @@ class BatchWrappers:
     def _child(self, op: _Op, name: str, kind: SpanKind, attributes: dict[str, Any]) -> Span:
         return op.destination.tracer.start_span(
             name,
-            context=trace.set_span_in_context(op.span),
+            context=trace.set_span_in_context(op.root()),
             kind=kind,
             attributes=span_attributes(attributes),
         )
@@ -321,28 +361,25 @@ class BatchWrappers:
         provider, model = modelname.from_pipeline(instance)
         op = _Op(
             "submit",
-            destination.tracer.start_span(
-                semconv.SPAN_BATCH_SUBMIT,
-                context=parent_context(),
-                kind=SpanKind.INTERNAL,
-                attributes=span_attributes(
-                    {
-                        semconv.ATTR_PIPELINE_NAME: destination.pipeline_name,
-                        semconv.GEN_AI_PROVIDER_NAME: provider or "unknown",
-                        semconv.GEN_AI_REQUEST_MODEL: model or "unknown",
-                    }
-                ),
-            ),
+            None,
             destination,
             provider=provider or "unknown",
             model=model or "unknown",
+            parent=parent_context(),
+            started_ns=time.time_ns(),
+            attributes={
+                semconv.ATTR_PIPELINE_NAME: destination.pipeline_name,
+                semconv.GEN_AI_PROVIDER_NAME: provider or "unknown",
+                semconv.GEN_AI_REQUEST_MODEL: model or "unknown",
+            },
         )
         return self._run(op, lambda: wrapped(*args, **kwargs))
 
     def _submitted(self, op: _Op, handle: Any) -> None:
         """The job exists in ondine's registry: describe it, keep its sidecar, count it."""
         now = time.time()
-        context = op.span.get_span_context()
+        span = op.root()
+        context = span.get_span_context()
         snapshot = getattr(handle, "spec_snapshot", None) or {}
         job = BatchJob(
             str(handle.run_id),
@@ -359,7 +396,7 @@ class BatchWrappers:
             status=str(getattr(handle.status, "value", handle.status)),
             checked_at=now,
         )
-        op.span.set_attributes(
+        span.set_attributes(
             {
                 **_job_attributes(job),
                 semconv.ATTR_BATCH_REQUESTS: job.requests,
@@ -380,6 +417,7 @@ class BatchWrappers:
             return wrapped(*args, **kwargs)
         name = str(getattr(instance, "name", None) or type(instance).__name__)
         try:
+            op.root(args[1] if len(args) > 1 else kwargs.get("context"))
             span = self._child(
                 op,
                 f"{semconv.SPAN_STAGE_PREFIX} {name}",
@@ -393,7 +431,7 @@ class BatchWrappers:
         with trace.use_span(span, end_on_exit=True):
             result = wrapped(*args, **kwargs)
             if name == "DataLoader" and hasattr(result, "__len__"):
-                op.span.set_attribute(semconv.ATTR_ROWS_TOTAL, len(result))
+                op.root().set_attribute(semconv.ATTR_ROWS_TOTAL, len(result))
             return result
 
     def _upload(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -555,7 +593,7 @@ class BatchWrappers:
                 },
                 links=_link(job),
             )
-        parent = own if own is not None else op.span if op is not None else None
+        parent = own if own is not None else op.root() if op is not None else None
         download = destination.tracer.start_span(
             semconv.SPAN_BATCH_DOWNLOAD,
             context=trace.set_span_in_context(parent) if parent is not None else None,
@@ -685,11 +723,11 @@ class BatchWrappers:
             semconv.ATTR_BATCH_PROVIDER_JOB_ID: str(handle.provider_job_id or ""),
         }
         if op.reported:  # collected and counted at the transition: the span says so already
-            op.span.set_attributes(attributes)
+            op.root().set_attributes(attributes)
             op.job = None
             return
         job.status = str(getattr(handle.status, "value", handle.status))
-        op.span.set_attributes({**attributes, semconv.ATTR_BATCH_STATUS: job.status})
+        op.root().set_attributes({**attributes, semconv.ATTR_BATCH_STATUS: job.status})
         job.checked_at = time.time()
         if op.directory is not None:
             batch_job.save(op.directory, job)

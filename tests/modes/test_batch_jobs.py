@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ondine.api import pipeline as pipeline_module
 from ondine.cli.main import cli
 from ondine.core.specifications import LLMSpec
 from ondine.orchestration import RunRegistry
@@ -162,6 +163,29 @@ def test_a_poll_by_hand_is_linked_to_the_submit_and_moves_the_in_flight_gauges(
     [upload] = shape.named(spans, "ondine.batch.upload")
     assert shape.parent(spans, upload) is submit
     assert upload.attributes["ondine.batch.provider_job_id"] == handle.provider_job_id
+
+
+def test_the_submit_root_carries_the_ids_of_ondines_context(
+    instrumented: Telemetry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Contract section 1: the root of a call carries the first context ondine made for it;
+    for submit() that is the front half's context (which ondine drops afterwards)."""
+    made: list[Any] = []
+
+    class Recorded(pipeline_module.ExecutionContext):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(pipeline_module, "ExecutionContext", Recorded)
+    _submit(tmp_path / "ckpt")
+    [context] = made
+    [submit] = shape.named(instrumented.spans(), "ondine.batch.submit")
+    assert submit.context.trace_id == shape.otel_trace_id(str(context.trace_id))
+    assert submit.context.span_id == shape.otel_span_id(str(context.span_id))
+    assert submit.start_time is not None and submit.end_time is not None
+    [loader] = shape.named(instrumented.spans(), "ondine.stage DataLoader")
+    assert loader.start_time is not None and submit.start_time <= loader.start_time
 
 
 _PUSH_JOB = """
