@@ -11,10 +11,6 @@ SystemExit) or in subprocesses.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -35,10 +31,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 import ondine_otel
-from tests.modes import shape
+from tests.modes import batch_cli, shape
 from tests.modes.batch_api_stub import COMPLETION_TOKENS, PROMPT_TOKENS, install
+from tests.modes.batch_cli import FAILING, ROWS, batch_builder
 from tests.modes.conftest import Telemetry
-from tests.modes.test_batch_api import FAILING, ROWS, _batch_builder
 from tests.support.services import Service
 from tests.support.wait import wait_until
 
@@ -72,7 +68,7 @@ def _command(*args: str) -> None:
 
 
 def _submit(checkpoint_dir: Path) -> Any:
-    return _batch_builder(checkpoint_dir).build().submit(registry=RunRegistry(checkpoint_dir))
+    return batch_builder(checkpoint_dir).build().submit(registry=RunRegistry(checkpoint_dir))
 
 
 def test_a_second_collect_counts_nothing_and_fails_its_span(
@@ -151,12 +147,8 @@ def test_a_poll_by_hand_is_linked_to_the_submit_and_moves_the_in_flight_gauges(
         (submit.context.trace_id, submit.context.span_id)
     ]
     assert poll.attributes["ondine.batch.requests.completed"] == progress.completed == COMPLETED
-    assert instrumented.metric("ondine.batch.job.requests", state="completed", **run) == (
-        COMPLETED
-    )
-    assert instrumented.metric("ondine.batch.job.requests", state="failed", **run) == len(
-        FAILING
-    )
+    assert instrumented.metric("ondine.batch.job.requests", state="completed", **run) == (COMPLETED)
+    assert instrumented.metric("ondine.batch.job.requests", state="failed", **run) == len(FAILING)
     stages = [s.name for s in shape.stages(spans)]
     assert stages == ["ondine.stage DataLoader", "ondine.stage PromptFormatter"]
     assert all(shape.parent(spans, s) is submit for s in shape.stages(spans))
@@ -188,41 +180,6 @@ def test_the_submit_root_carries_the_ids_of_ondines_context(
     assert loader.start_time is not None and submit.start_time <= loader.start_time
 
 
-_PUSH_JOB = """
-import sys
-from pathlib import Path
-import ondine_otel
-from tests.modes.batch_api_stub import install
-
-state, url, command = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-install(state / "api")
-telemetry = ondine_otel.instrument(pushgateway_url=url, pipeline_name="batch-push")
-if command == "submit":
-    from tests.modes.test_batch_api import _batch_builder
-    from ondine.orchestration import RunRegistry
-
-    handle = _batch_builder(state / "ckpt").build().submit(registry=RunRegistry(state / "ckpt"))
-    print("RUN_ID " + str(handle.run_id), flush=True)
-else:
-    from ondine.cli.main import cli
-
-    cli([command, sys.argv[4], "--checkpoint-dir", str(state / "ckpt")], standalone_mode=False)
-telemetry.shutdown(timeout=5)
-"""
-
-
-def _push_job(tmp_path: Path, pushgateway: Service, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "ONDINE_OTEL_"))}
-    env.update({"LITELLM_LOCAL_MODEL_COST_MAP": "True", "OTEL_TRACES_EXPORTER": "none",
-                "OTEL_METRICS_EXPORTER": "none"})  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_PUSH_JOB), str(tmp_path), pushgateway.url, *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
-
-
 def _groups(pushgateway: Service) -> list[dict[str, Any]]:
     with urllib.request.urlopen(pushgateway.url + "/api/v1/metrics", timeout=5) as response:
         groups: list[dict[str, Any]] = json.load(response)["data"]
@@ -233,20 +190,19 @@ def _groups(pushgateway: Service) -> list[dict[str, Any]]:
 def test_a_short_process_leaves_the_job_in_flight_on_the_pushgateway_until_collected(
     tmp_path: Path, pushgateway: Service
 ) -> None:
-    out = _push_job(tmp_path, pushgateway, "submit")
-    run_id = next(x for x in out.splitlines() if x.startswith("RUN_ID ")).split()[1]
+    settings = {"pushgateway_url": pushgateway.url, "pipeline_name": "batch-push"}
+    quiet = {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}
+    run_id = batch_cli.run_id_of(batch_cli.run(tmp_path, settings, "submit", **quiet))
 
     def job_group() -> dict[str, Any] | None:
-        return next(
-            (g for g in _groups(pushgateway) if g["labels"].get("run_id") == run_id), None
-        )
+        return next((g for g in _groups(pushgateway) if g["labels"].get("run_id") == run_id), None)
 
     group = job_group()
     assert group is not None and group["labels"]["pipeline"] == "batch-push"
     assert "ondine_batch_job_deadline_timestamp_seconds" in group
-    _push_job(tmp_path, pushgateway, "status", run_id)
+    batch_cli.run(tmp_path, settings, "status", run_id, **quiet)
     assert job_group() is not None  # still in flight after a status
-    _push_job(tmp_path, pushgateway, "collect", run_id)
+    batch_cli.run(tmp_path, settings, "collect", run_id, **quiet)
     wait_until(lambda: job_group() is None, timeout=10)
     pipeline = next(
         g for g in _groups(pushgateway)

@@ -8,16 +8,13 @@ prompt carries FAIL come back as per-request errors.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.modes import batch_cli
 from tests.ops.test_alerts_live import (
     WebhookSink,
     fast_alertmanager_config,
@@ -34,56 +31,8 @@ from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = "batch-alerts-live"
 ROWS, FAILING = 10, (0, 1, 2, 3, 4, 5, 6)
-
-# One short process per command, as with ondine's CLI: instrumented, pushing at exit.
-JOB = """
-import sys
-from pathlib import Path
-import ondine_otel
-from tests.modes.batch_api_stub import install
-
-state, url, command = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-install(state / "api")
-telemetry = ondine_otel.instrument(pushgateway_url=url, pipeline_name=sys.argv[4])
-if command == "submit":
-    from ondine import PipelineBuilder
-    from ondine.orchestration import RunRegistry
-    from tests.modes.offline import reviews
-
-    failing = tuple(int(i) for i in sys.argv[5].split(","))
-    handle = (
-        PipelineBuilder.create()
-        .from_dataframe(reviews(int(sys.argv[6]), failing), input_columns=["review"],
-                        output_columns=["s"])
-        .with_prompt("Sentiment of: {review}")
-        .with_llm(provider="openai", model="gpt-4o-mini", api_key="sk-test")
-        .with_execution_mode("provider_batch")
-        .with_checkpoint_dir(str(state / "ckpt"))
-        .build()
-        .submit(registry=RunRegistry(state / "ckpt"))
-    )
-    print("RUN_ID " + str(handle.run_id), flush=True)
-else:
-    from ondine.cli.main import cli
-
-    cli([command, sys.argv[5], "--checkpoint-dir", str(state / "ckpt")], standalone_mode=False)
-telemetry.shutdown(timeout=5)
-"""
-
-
-def run_job(tmp_path: Path, pushgateway: Service, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "ONDINE_OTEL_"))}
-    env.update({"PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-                "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"})  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(JOB), str(tmp_path), pushgateway.url, *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
 
 
 def test_a_mostly_failed_batch_job_reaches_alertmanager(
@@ -98,14 +47,16 @@ def test_a_mostly_failed_batch_job_reaches_alertmanager(
     )
     try:
         wait_for_query(prometheus, f'up{{instance="{pushgateway.address}"}} == 1', timeout=30)
+        settings = {"pushgateway_url": pushgateway.url, "pipeline_name": PIPELINE}
+        quiet = {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}
         failing = ",".join(str(i) for i in FAILING)
-        out = run_job(tmp_path, pushgateway, "submit", PIPELINE, failing, str(ROWS))
-        run_id = next(x for x in out.splitlines() if x.startswith("RUN_ID ")).split()[1]
+        out = batch_cli.run(tmp_path, settings, "submit", str(ROWS), failing, **quiet)
+        run_id = batch_cli.run_id_of(out)
         # In flight: the job's group holds its gauges, its outcomes exist at 0.
         job = f'{{pipeline="{PIPELINE}",run_id="{run_id}"}}'
         wait_for_query(prometheus, f"ondine_batch_job_deadline_timestamp_seconds{job}")
         wait_for_query(prometheus, f'ondine_batch_requests_total{{pipeline="{PIPELINE}"}}')
-        run_job(tmp_path, pushgateway, "collect", PIPELINE, run_id)
+        batch_cli.run(tmp_path, settings, "collect", run_id, **quiet)
 
         def fired() -> dict[str, Any] | None:
             return next(
