@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import litellm
-
 #: The directory, beside ondine's `runs.db`, that holds one sidecar per job.
 SIDECAR_DIR = "otel"
 #: OpenAI's (and ondine's) completion window, in seconds: ondine always asks for "24h".
@@ -100,7 +98,12 @@ def load(directory: Path, run_id: str) -> BatchJob | None:
 def batch_prices(provider: str, model: str) -> tuple[float, float]:
     """USD per (input, output) token at the provider's Batch-API rates, from litellm's cost
     map; both supported providers bill batches at half the live price, which is the fallback
-    when litellm has no batch rate for the model (0 when it knows nothing of it)."""
+    when litellm has no batch rate for the model (0 when it knows nothing of it).
+
+    litellm is imported here, not with ondine-otel: importing it changes warning filters and
+    logging, and `import ondine_otel` must change nothing (a collect has imported it anyway)."""
+    import litellm
+
     entry = litellm.model_cost.get(model) or litellm.model_cost.get(f"{provider}/{model}") or {}
     prices = []
     for kind in ("input", "output"):
