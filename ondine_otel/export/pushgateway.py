@@ -13,6 +13,10 @@ parallel workers of one pipeline each own their groups and never overwrite each 
   run is active and deleted when it ends. A killed run cannot delete its group, so the first
   run of the next process in the same groups deletes every run group it does not own: one
   worker per grouping key means such a group can only be a dead run's.
+- `{job="ondine", pipeline=P, run_id=R}` of a Batch-API job in flight (R is ondine's run
+  registry id): its gauges as the last process that looked at it saw them, replaced at each
+  change and deleted by the process that collects it. The sweep passes over these groups: a
+  job waiting at the provider for hours is not a dead run.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Batch-API jobs beyond the happy path of test_batch_api.py: a repeated collect counts nothing,
 a job submitted without telemetry is still seen by `ondine status`, a poll by hand is traced
-and moves the in-flight gauges, and a short CLI process carries a job's in-flight gauges on
-the Pushgateway until the job is collected.
+and moves the in-flight gauges, a short CLI process carries a job's in-flight gauges on the
+Pushgateway until the job is collected, the submit root carries ondine's ids, and ondine's own
+console script under `opentelemetry-instrument` links its status trace to the submit.
 
 The provider client is stubbed at ondine's boundary (batch_api_stub.py); ondine's own CLI
 commands run in-process through click (`standalone_mode=False`, so their `sys.exit(1)` is a
@@ -11,6 +12,9 @@ SystemExit) or in subprocesses.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -35,6 +39,7 @@ from tests.modes import batch_cli, shape
 from tests.modes.batch_api_stub import COMPLETION_TOKENS, PROMPT_TOKENS, install
 from tests.modes.batch_cli import FAILING, ROWS, batch_builder
 from tests.modes.conftest import Telemetry
+from tests.support.otlp_receiver import OtlpHttpReceiver
 from tests.support.services import Service
 from tests.support.wait import wait_until
 
@@ -213,3 +218,41 @@ def test_a_short_process_leaves_the_job_in_flight_on_the_pushgateway_until_colle
         for m in pipeline["ondine_batch_requests_total"]["metrics"]
     }
     assert requests == {"completed": COMPLETED, "failed": len(FAILING)}
+
+
+@pytest.mark.integration
+def test_ondine_status_under_zero_code_instrumentation_links_to_the_submit(
+    tmp_path: Path,
+) -> None:
+    """`opentelemetry-instrument ondine status RUN_ID`: ondine's own console script, nothing
+    added to it. (status reads only ondine's registry, so the provider stub is not needed.)"""
+    quiet = {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}
+    run_id = batch_cli.run_id_of(
+        batch_cli.run(tmp_path, {"pipeline_name": "zero-code"}, "submit", **quiet)
+    )
+    sidecar = json.loads((tmp_path / "ckpt" / "otel" / f"{run_id}.json").read_text())
+    _, trace_hex, span_hex, _ = sidecar["traceparent"].split("-")
+    launcher = Path(sys.executable).with_name("opentelemetry-instrument")
+    with OtlpHttpReceiver() as receiver:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "ONDINE_OTEL_"))}
+        env.update({
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True", "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50",
+            "ONDINE_OTEL_PIPELINE_NAME": "zero-code",
+        })  # fmt: skip
+        ondine = Path(sys.executable).with_name("ondine")
+        done = subprocess.run(
+            [str(launcher), str(ondine), "status", run_id, "--checkpoint-dir",
+             str(tmp_path / "ckpt")],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        spans = receiver.wait_for_spans(
+            lambda found: any(s.name == "ondine.batch.status" for s in found), timeout=10
+        )
+    [status] = [s for s in spans if s.name == "ondine.batch.status"]
+    assert [(link.trace_id, link.span_id) for link in status.links] == [(trace_hex, span_hex)]
+    assert status.attributes["ondine.batch.status"] == "submitted_remote"
+    assert status.attributes["ondine.pipeline.name"] == "zero-code"
