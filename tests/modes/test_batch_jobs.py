@@ -209,14 +209,16 @@ def test_a_short_process_leaves_the_job_in_flight_on_the_pushgateway_until_colle
     assert job_group() is not None  # still in flight after a status
     batch_cli.run(tmp_path, settings, "collect", run_id, **quiet)
     wait_until(lambda: job_group() is None, timeout=10)
-    pipeline = next(
-        g for g in _groups(pushgateway)
-        if g["labels"].get("pipeline") == "batch-push" and "run_id" not in g["labels"]
-    )  # fmt: skip
-    requests = {
-        m["labels"]["state"]: float(m["value"])
-        for m in pipeline["ondine_batch_requests_total"]["metrics"]
-    }
+    # Each process pushes its counters into a group of its own (an `instance` label): the
+    # pipeline's numbers are their sum, as `sum by (pipeline)` reads them.
+    requests: dict[str, float] = {}
+    for group in _groups(pushgateway):
+        labels = group["labels"]
+        if labels.get("pipeline") != "batch-push" or "run_id" in labels:
+            continue
+        for metric in group.get("ondine_batch_requests_total", {}).get("metrics", []):
+            state = metric["labels"]["state"]
+            requests[state] = requests.get(state, 0.0) + float(metric["value"])
     assert requests == {"completed": COMPLETED, "failed": len(FAILING)}
 
 

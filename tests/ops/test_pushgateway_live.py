@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 JOB = ROOT / "deploy" / "demo" / "job.py"
 PIPELINE = "pushed-live"
 #: How long the test's override lets the pipeline go without a push.
-PUSH_MAX_AGE_S = 4
+PUSH_MAX_AGE_S = 15  # seconds; leaves room for a loaded machine between the pushes and the check
 
 
 def job_env(pushgateway: Service, pipeline: str, **extra: str) -> dict[str, str]:
@@ -115,7 +115,7 @@ def test_each_failing_process_pages_and_a_silent_pipeline_is_named(
         # although every series stays on the Pushgateway.
         stopped = f'ALERTS{{alertname="OndinePushesStopped",pipeline="{PIPELINE}"}}'
         assert prom_query(prometheus, stopped) == []
-        alert = wait_for_query(prometheus, f'{stopped[:-1]},alertstate="firing"}}', timeout=30)
+        alert = wait_for_query(prometheus, f'{stopped[:-1]},alertstate="firing"}}', timeout=60)
         assert alert[0]["metric"]["severity"] == "warning"
         age = wait_for_query(
             prometheus, f'pipeline:ondine_last_push:age_seconds{{pipeline="{PIPELINE}"}}'
