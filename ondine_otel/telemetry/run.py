@@ -185,8 +185,9 @@ class RunTelemetry:
                     semconv.ATTR_TRACE_ID: _text(original_trace_id) or "",
                     semconv.ATTR_ROWS_TOTAL: self.baseline.rows_total,
                     semconv.ATTR_RESUMED: self.resumed,
-                    semconv.GEN_AI_REQUEST_MODEL: self.model,
-                    semconv.GEN_AI_PROVIDER_NAME: self.provider,
+                    semconv.ATTR_LLM_MODEL: self.model,
+                    semconv.ATTR_LLM_PROVIDER: self.provider,
+                    semconv.OPENINFERENCE_SPAN_KIND: semconv.KIND_CHAIN,
                 }
             ),
         )
@@ -266,6 +267,7 @@ class RunTelemetry:
                 attributes={
                     semconv.ATTR_STAGE_NAME: stage_name,
                     semconv.ATTR_STAGE_INDEX: self._stage_count,
+                    semconv.OPENINFERENCE_SPAN_KIND: semconv.KIND_CHAIN,
                     # Stage spans are exported as they end, long before a multi-hour run's
                     # span: this finds an active run's trace from its run_id.
                     semconv.ATTR_SESSION_ID: self.session_id,
