@@ -188,28 +188,32 @@ class _Store:
         )
         return result
 
-    def _metrics(self) -> list[tuple[Attributes, metrics_pb2.Metric]]:
+    def _metrics(self, scope: str | None = None) -> list[tuple[Attributes, metrics_pb2.Metric]]:
         out: list[tuple[Attributes, metrics_pb2.Metric]] = []
         for req in self.requests("metrics"):
             assert isinstance(req.message, metrics_service_pb2.ExportMetricsServiceRequest)
             for rm in req.message.resource_metrics:
                 resource = attributes(rm.resource.attributes)
                 for sm in rm.scope_metrics:
-                    out.extend((resource, m) for m in sm.metrics)
+                    if scope is None or sm.scope.name == scope:
+                        out.extend((resource, m) for m in sm.metrics)
         return out
 
     def metric_names(self) -> set[str]:
         return {m.name for _, m in self._metrics()}
 
-    def metric_points(self, name: str) -> list[tuple[Attributes, MetricValue]]:
-        """Current value per attribute set (and resource) of metric ``name``.
+    def metric_points(
+        self, name: str, scope: str | None = None
+    ) -> list[tuple[Attributes, MetricValue]]:
+        """Current value per attribute set (and resource) of metric ``name`` (from instrumentation
+        scope ``scope`` only, when given: another instrumentor may record the same name).
 
         Cumulative sums and gauges keep the latest point; delta sums and
         histograms are added up, so callers see totals whatever temporality
         the exporter was configured with.
         """
         merged: dict[tuple[Any, ...], tuple[int, Attributes, MetricValue]] = {}
-        for resource, metric in self._metrics():
+        for resource, metric in self._metrics(scope):
             if metric.name != name:
                 continue
             kind = metric.WhichOneof("data")
