@@ -10,7 +10,6 @@ join that trace as children of the task's span (contract section 1).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -82,21 +81,13 @@ def run_job(command: list[str], workdir: Path) -> tuple[list[SpanView], dict[str
     a summary of its metrics (totals by label set; histograms' counts and token sums). Only
     ondine-otel's scope: zero-code also runs any other instrumentor installed (litellm's)."""
     with OtlpHttpReceiver() as receiver:
-        env = {
-            **os.environ,
-            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-            "OTEL_TRACES_EXPORTER": "otlp",
-            "OTEL_METRICS_EXPORTER": "otlp",
-            "OTEL_LOGS_EXPORTER": "none",
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-            "OTEL_SERVICE_NAME": "enrichment",
-            "OTEL_BSP_SCHEDULE_DELAY": "100",
-            "TRACEPARENT": TRACEPARENT,
-        }
         done = subprocess.run(
             command,
-            env=env,
+            env=receiver.job_env(
+                OTEL_METRICS_EXPORTER="otlp",
+                OTEL_SERVICE_NAME="enrichment",
+                TRACEPARENT=TRACEPARENT,
+            ),
             cwd=workdir,
             capture_output=True,
             text=True,

@@ -8,6 +8,7 @@ receivers share one thread-safe store and the same query helpers.
 from __future__ import annotations
 
 import gzip
+import os
 import threading
 import zlib
 from collections.abc import Callable, Mapping
@@ -423,6 +424,21 @@ class OtlpHttpReceiver(_Store):
             daemon=True,
         )
         self._thread.start()
+
+    def job_env(self, **overrides: str) -> dict[str, str]:
+        """This process's environment plus the `OTEL_*` settings of a job (a subprocess) that
+        exports traces here over OTLP/HTTP, quickly; `overrides` on top (metrics, service)."""
+        return {
+            **os.environ,
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            **overrides,
+        }
 
     def close(self) -> None:
         self._server.shutdown()
