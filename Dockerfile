@@ -10,8 +10,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     LITELLM_LOCAL_MODEL_COST_MAP=True
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY ondine_otel ./ondine_otel
+# The ops files the package carries (`ondine-otel ops export`), at their repository paths.
+COPY grafana/dashboards ./grafana/dashboards
+COPY grafana/provisioning ./grafana/provisioning
+COPY deploy/prometheus ./deploy/prometheus
+COPY deploy/RUNBOOKS.md ./deploy/RUNBOOKS.md
+COPY deploy/alertmanager ./deploy/alertmanager
+COPY deploy/otel-collector ./deploy/otel-collector
+COPY deploy/tempo ./deploy/tempo
+COPY deploy/k8s ./deploy/k8s
 RUN pip install . && useradd --uid 10001 --create-home ondine
 
 COPY deploy/demo ./demo

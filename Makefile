@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # Keep litellm (pulled in by ondine) from fetching its model cost map at import time.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: venv phoenix demo test lint bench reliability clean
+.PHONY: venv phoenix demo test test-lowest lint bench reliability clean
 
 venv: $(VENV)/.installed
 
@@ -38,6 +38,19 @@ $(TRACEQL_GRAMMAR): grafana/lezer/package-lock.json
 test: venv phoenix $(TRACEQL_GRAMMAR)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The unit and integration suites once more, every direct dependency at the lowest version
+# pyproject.toml allows (uv's lowest-direct resolution): the declared floors must really work.
+LOWEST_VENV := .venv-lowest
+LOWEST_SUITES ?= tests/unit tests/integration --ignore=tests/unit/test_benchmark_overhead.py
+test-lowest: venv
+	rm -rf $(LOWEST_VENV)
+	$(VENV)/bin/uv venv --quiet --python $(PY) $(LOWEST_VENV)
+	$(VENV)/bin/uv pip install --quiet --python $(LOWEST_VENV)/bin/python \
+		--resolution lowest-direct -e '.[test]'
+	$(VENV)/bin/uv pip list --python $(LOWEST_VENV)/bin/python 2>/dev/null \
+		| grep -E '^(ondine|opentelemetry|prometheus|rich|wrapt)' || true
+	$(LOWEST_VENV)/bin/python -m pytest $(LOWEST_SUITES) $(PYTEST_ARGS)
+
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m mypy
@@ -55,5 +68,5 @@ reliability: venv
 	status=$$?; $(PY) -m tests.reliability.report $(RELIABILITY_FIGURES) docs/reliability.md && exit $$status
 
 clean:
-	rm -rf $(VENV) $(PHOENIX_VENV) build dist .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(LOWEST_VENV) $(PHOENIX_VENV) build dist .mypy_cache .ruff_cache .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,4 +1,5 @@
-"""The network ends of a benchmark run: an OTLP sink, a dead and a hanging endpoint, a scraper.
+"""The network ends of a benchmark run: an OTLP sink, dead collectors (refused, hanging, 503 or
+gRPC UNAVAILABLE), a scraper.
 
 All on 127.0.0.1, OS-chosen ports, in this process. The sink is deliberately minimal (read the
 body, count it, answer 200): decoding and storing every export, as the test receiver does,
@@ -9,9 +10,11 @@ coverage runs decode them afterwards).
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import urllib.request
+from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -27,9 +30,13 @@ class SignalCount:
 
 
 class OtlpSink:
-    """An OTLP/HTTP protobuf receiver that accepts every export and only counts it."""
+    """An OTLP/HTTP protobuf receiver that accepts every export and only counts it.
 
-    def __init__(self) -> None:
+    With ``status=503`` it is an overloaded collector instead: it counts every export and
+    answers 503 Service Unavailable, which OTLP exporters retry until their timeout.
+    """
+
+    def __init__(self, status: int = 200) -> None:
         self._lock = threading.Lock()
         self.keep_bodies = False
         self.counts = {signal: SignalCount() for signal in _SIGNALS.values()}
@@ -44,7 +51,7 @@ class OtlpSink:
                 if signal is not None:
                     sink._record(signal, body)
                 # An empty body is a valid, empty Export*ServiceResponse.
-                self.send_response(200 if signal else 404)
+                self.send_response(status if signal else 404)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -113,11 +120,45 @@ class HangingEndpoint:
     def close(self) -> None:
         """Stop listening and drop the held connections: stuck exporters then fail fast."""
         self._closed.set()
+        # Wakes the accept() blocked in the thread (close() alone does not).
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         for conn in self._held:
             conn.close()
         self._held.clear()
         self._thread.join(timeout=5)
+
+
+class GrpcUnavailable:
+    """An OTLP/gRPC collector that answers every export with UNAVAILABLE (it is overloaded),
+    the status OTLP exporters retry with backoff until their timeout."""
+
+    def __init__(self) -> None:
+        import grpc  # the OTLP gRPC exporter's own dependency
+
+        def unavailable(request: bytes, context: grpc.ServicerContext) -> bytes:
+            with self._lock:
+                self.requests += 1
+            context.abort(grpc.StatusCode.UNAVAILABLE, "collector overloaded")
+            return b""  # not reached: abort() raises
+
+        class Handler(grpc.GenericRpcHandler):
+            def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+                return grpc.unary_unary_rpc_method_handler(unavailable)
+
+        self._lock = threading.Lock()
+        self.requests = 0
+        self._pool = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="bench-grpc")
+        self._server = grpc.server(self._pool)
+        self._server.add_generic_rpc_handlers((Handler(),))
+        port = self._server.add_insecure_port("127.0.0.1:0")
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self._server.start()
+
+    def close(self) -> None:
+        self._server.stop(grace=None).wait(timeout=5)
+        self._pool.shutdown(wait=True)
 
 
 def refused_endpoint() -> str:

@@ -2,8 +2,9 @@
 
 A process never gives all its memory back, so the peak RSS of a second run in the same
 process says little about the run itself. Here every run is a child (``python -m
-benchmarks.memory VARIANT ROWS``) that reports its RSS just before ``execute()`` and the
-highest RSS a 10 ms sampler saw during it; the parent interleaves the children like rounds.
+benchmarks.memory VARIANT ROWS [CHUNK]``; with CHUNK, streamed in chunks of that many rows)
+that reports its RSS just before ``execute()`` and the highest RSS a 10 ms sampler saw during
+it; the parent interleaves the children like rounds.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ def measure_children(
     rounds: int,
     label: str,
     progress: Callable[[str], None],
+    stream_chunk: int | None = None,
 ) -> tuple[dict[str, list[dict[str, Any]]], list[list[str]]]:
     """Interleaved rounds, one child per run; each sample carries rss_before and rss_peak."""
     samples: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
     orders = round_orders(variants, rounds, label)
     for i, order in enumerate(orders):
         for variant in order:
-            sample = _child(variant.name, rows)
+            sample = _child(variant.name, rows, stream_chunk)
             samples[variant.name].append(sample)
             delta = (sample["rss_peak"] - sample["rss_before"]) / 1e6
             progress(
@@ -45,10 +47,11 @@ def measure_children(
     return samples, [[v.name for v in order] for order in orders]
 
 
-def _child(variant: str, rows: int) -> dict[str, Any]:
+def _child(variant: str, rows: int, stream_chunk: int | None) -> dict[str, Any]:
     root = Path(__file__).resolve().parent.parent
+    chunk = [] if stream_chunk is None else [str(stream_chunk)]
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.memory", variant, str(rows)],
+        [sys.executable, "-m", "benchmarks.memory", variant, str(rows), *chunk],
         cwd=root,
         capture_output=True,
         text=True,
@@ -73,10 +76,11 @@ def _main(argv: Sequence[str]) -> int:
     from benchmarks.workload import Workload
 
     name, rows = argv[0], int(argv[1])
+    workload = Workload("offline", rows, stream_chunk=int(argv[2]) if len(argv) > 2 else None)
     isolation.prepare_process()
     install_tracer_switch()
     sink = OtlpSink()
-    sample: Sample = run_once(BY_NAME[name], Workload("offline", rows), sink, sample_rss=True)
+    sample: Sample = run_once(BY_NAME[name], workload, sink, sample_rss=True)
     sink.close()
     print(_MARK + json.dumps(asdict(sample)), flush=True)
     return 0

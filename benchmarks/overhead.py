@@ -2,7 +2,8 @@
 
 ``python -m benchmarks.overhead`` (``make bench``) runs every scenario and rewrites
 ``benchmarks/RESULTS.md`` and ``benchmarks/results/latest.json``; ``--quick`` runs tiny sizes
-(the smoke test in ``make test``); ``--help`` lists the rest. Method and targets:
+(the smoke test in ``make test``); ``--only app_meter,zero_code`` runs only those variants
+(with the bare runs) or scenarios; ``--help`` lists the rest. Method and targets:
 benchmarks/README.md.
 """
 
@@ -26,7 +27,8 @@ from benchmarks import coverage, isolation, memory, report, runner, scrape, shut
 from benchmarks import variants as v
 from benchmarks.endpoints import OtlpSink
 from benchmarks.runner import Sample
-from benchmarks.targets import RSS_OVER_BARE_MB, SCRAPE_100_RUNS_MS, Target
+from benchmarks.session import default_shutdown_timeout
+from benchmarks.targets import RSS_OVER_BARE_MB, SCRAPE_100_RUNS_MS, STREAM_GROWTH_MB, Target
 from benchmarks.variants import Variant, install_tracer_switch
 from benchmarks.workload import Workload
 
@@ -53,13 +55,21 @@ class Sizes:
     memory_rows: int = 100_000
     shutdown_rows: int = 2_000
     coverage_rows: int = 150
+    dead_rows: int = 3_000
+    stream_rows: int = 100_000  # and half of it, for the growth in rows
+    stream_chunk: int = 10_000  # ondine's default chunk size
     warmup: int = 1
     rounds: int = 6
     litellm_rounds: int = 14  # the noisiest scenario: 6 rounds could not order the variants
     memory_rounds: int = 1  # tracemalloc rounds of the in-process scenarios
     rss_rounds: int = 3
     shutdown_rounds: int = 3
+    dead_rounds: int = 6
+    stream_rounds: int = 3
     shutdown_timeout: float | None = None  # None: shutdown()'s own default
+    # The dead-collector scenario keeps every timeout at its default, as a user gets them
+    # (each of its runs then takes ~12 s with the shutdown and the exporters' retries).
+    dead_default_timeouts: bool = True
     # In the rounds, the OTLP-failure variants shut down with this timeout and export with
     # this OTLP timeout, so their retries end soon after the run (the shutdown scenario
     # keeps both defaults). A shorter OTLP timeout only means more export attempts.
@@ -76,13 +86,19 @@ QUICK = Sizes(
     memory_rows=300,
     shutdown_rows=20,
     coverage_rows=6,
+    dead_rows=30,
+    stream_rows=400,
+    stream_chunk=100,
     warmup=0,
     rounds=1,
     litellm_rounds=1,
     memory_rounds=1,
     rss_rounds=1,
     shutdown_rounds=1,
+    dead_rounds=1,
+    stream_rounds=1,
     shutdown_timeout=0.5,
+    dead_default_timeouts=False,
     failure_shutdown_timeout=0.3,
     failure_otlp_timeout_ms=300,
     scrape_runs=(1, 2, 4),
@@ -94,18 +110,29 @@ QUICK = Sizes(
 class Context:
     sizes: Sizes
     sink: Any
+    only: frozenset[str] = frozenset()  # --only: scenario and variant names; empty: all
+
+    def keep(self, scenario: str, chosen: Sequence[Variant]) -> tuple[Variant, ...]:
+        """The variants of `scenario` to run: all, or the bare runs and those --only names."""
+        if not self.only or scenario in self.only:
+            return tuple(chosen)
+        return tuple(x for x in chosen if x.kind == "bare" or x.name in self.only)
 
     def progress(self, line: str) -> None:
         print(line, flush=True)
 
 
-def run(names: Sequence[str], sizes: Sizes) -> dict[str, Any]:
-    """Every chosen scenario in this process (children for the RSS one); the results doc."""
+def run(names: Sequence[str], sizes: Sizes, only: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Every chosen scenario in this process (children for the RSS ones); the results doc.
+
+    `only`: scenarios to run whole and variants to keep (besides the bare runs) in the
+    scenarios that have them; empty: everything.
+    """
     load_at_start = _load()
     dropped = isolation.prepare_process()
     install_tracer_switch()
     sink = OtlpSink()
-    ctx = Context(sizes, sink)
+    ctx = Context(sizes, sink, only)
     started = time.perf_counter()
     scenarios: dict[str, Any] = {}
     try:
@@ -121,6 +148,7 @@ def run(names: Sequence[str], sizes: Sizes) -> dict[str, Any]:
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - started, 1),
         "quick": sizes.instant_rows < Sizes().instant_rows,
+        "only": sorted(only),
         "machine": {
             "python": platform.python_version(),
             "implementation": platform.python_implementation(),
@@ -140,10 +168,16 @@ def _adjusted(sizes: Sizes, scale: float, rounds: int | None) -> Sizes:
     changes: dict[str, Any] = {
         f.name: max(1, round(getattr(sizes, f.name) * scale))
         for f in dataclasses.fields(sizes)
-        if f.name.endswith("_rows") and scale != 1.0
+        if f.name.endswith(("_rows", "_chunk")) and scale != 1.0
     }
     if rounds is not None:
-        changes.update(rounds=rounds, litellm_rounds=rounds, rss_rounds=rounds)
+        changes.update(
+            rounds=rounds,
+            litellm_rounds=rounds,
+            rss_rounds=rounds,
+            dead_rounds=rounds,
+            stream_rounds=rounds,
+        )
     return dataclasses.replace(sizes, **changes)
 
 
@@ -175,7 +209,8 @@ class RoundsPlan:
     variants: Callable[[Sizes], tuple[Variant, ...]]
     targets: dict[str, Target]
     note: str
-    litellm: bool = False  # its own round count (litellm's calls are slow)
+    rounds: Callable[[Sizes], int] = lambda s: s.rounds
+    memory_rounds: Callable[[Sizes], int] = lambda s: s.memory_rounds
 
 
 _ROUNDS = {
@@ -189,14 +224,38 @@ _ROUNDS = {
             _failing(v.OURS_REFUSED, s, s.failure_shutdown_timeout),
             _failing(v.OURS_HANGING, s, s.failure_shutdown_timeout),
             v.ONDINE_BUILTIN,
+            v.APP_METER,
+            v.OTEL_OBSERVER,
+            v.ZERO_CODE,
         ),
         {
             "ours": Target(1.03, ("ondine_builtin",)),
             "ours_no_chat_spans": Target(1.03),
             "ours_otlp_refused": Target(1.05),
             "ours_otlp_hanging": Target(1.05),
+            "app_meter": Target(1.03),
+            "otel_observer": Target(1.03),
+            "zero_code": Target(1.03),
         },
         "the worst case for relative cost: ondine's own per-row work is all there is",
+    ),
+    "dead_collector_3k": RoundsPlan(
+        lambda s: Workload("offline", s.dead_rows),
+        lambda s: (
+            v.BARE,
+            v.BARE_2,
+            v.OURS,
+            *(
+                x if s.dead_default_timeouts else _failing(x, s, s.failure_shutdown_timeout)
+                for x in v.DEAD
+            ),
+        ),
+        {x.name: Target(1.05, shutdown=True) for x in v.DEAD},
+        "under instrument() with every timeout at its default (OTLP 10 s, shutdown() "
+        f"{default_shutdown_timeout():g} s): refused, hanging and 503/UNAVAILABLE collectors "
+        "over both protocols; ours with the live sink for reference",
+        rounds=lambda s: s.dead_rounds,
+        memory_rounds=lambda s: 0,  # what a failing exporter allocates is not the question
     ),
     "latency_4k": RoundsPlan(
         lambda s: Workload("offline", s.latency_rows, latency_s=0.005, latency_jitter=0.9),
@@ -210,22 +269,22 @@ _ROUNDS = {
         {"ours": Target(None, ("ondine_builtin", "openinference", "openllmetry"))},
         "the real LiteLLM client offline (mock_response); the peers are applied before and "
         "removed after each of their runs, litellm checked to hold its own functions again",
-        litellm=True,
+        rounds=lambda s: s.litellm_rounds,  # the noisiest scenario: more rounds
     ),
 }
 
 
 def _rounds_scenario(ctx: Context, label: str) -> dict[str, Any]:
     plan, s = _ROUNDS[label], ctx.sizes
-    workload, chosen = plan.workload(s), plan.variants(s)
-    rounds = s.litellm_rounds if plan.litellm else s.rounds
+    workload, chosen = plan.workload(s), ctx.keep(label, plan.variants(s))
+    rounds = plan.rounds(s)
     found = runner.interleaved(
         chosen,
         workload,
         ctx.sink,
         warmup=s.warmup,
         rounds=rounds,
-        memory_rounds=s.memory_rounds,
+        memory_rounds=plan.memory_rounds(s),
         label=label,
         progress=ctx.progress,
     )
@@ -233,6 +292,8 @@ def _rounds_scenario(ctx: Context, label: str) -> dict[str, Any]:
         found.timed, found.traced, workload.rows, {x.name: x.description for x in chosen}
     )
     for name, target in plan.targets.items():
+        if name not in summaries:
+            continue
         summaries[name]["target"] = target.describe()
         summaries[name]["within_target"] = target.met(name, summaries)
     return {
@@ -246,7 +307,7 @@ def _rounds_scenario(ctx: Context, label: str) -> dict[str, Any]:
             "client": workload.client,
             "warmup_rounds": s.warmup,
             "timed_rounds": rounds,
-            "tracemalloc_rounds": s.memory_rounds,
+            "tracemalloc_rounds": plan.memory_rounds(s),
         },
         "round_orders": found.orders,
         "noise": stats.noise(summaries),
@@ -273,6 +334,68 @@ def _memory(ctx: Context) -> dict[str, Any]:
         "config": {"rows": rows, "rounds": ctx.sizes.rss_rounds},
         "round_orders": orders,
         "variants": summaries,
+    }
+
+
+def _stream(ctx: Context) -> dict[str, Any]:
+    """execute_stream() over many rows, bare and ours, each run a fresh process: wall ratio,
+    peak RSS, and how the RSS delta grows from half the rows to all of them."""
+    s = ctx.sizes
+    full, half = s.stream_rows, max(1, s.stream_rows // 2)
+    label = f"stream_{full // 1000}k" if full >= 1000 else "stream"
+    timed: dict[int, dict[str, list[Sample]]] = {}
+    orders: dict[int, list[list[str]]] = {}
+    for rows, chosen in ((full, (v.BARE, v.BARE_2, v.OURS)), (half, (v.BARE, v.OURS))):
+        raw, orders[rows] = memory.measure_children(
+            chosen,
+            rows,
+            rounds=s.stream_rounds,
+            label=f"{label} {rows:,}",
+            progress=ctx.progress,
+            stream_chunk=s.stream_chunk,
+        )
+        timed[rows] = {name: [Sample(**doc) for doc in docs] for name, docs in raw.items()}
+    descriptions = {x.name: x.description for x in (v.BARE, v.BARE_2, v.OURS)}
+    summaries = stats.summarize(timed[full], {}, full, descriptions)
+    at_half = stats.summarize(timed[half], {}, half, descriptions)
+    growth = {
+        name: stats.growth(at_half[name], summaries[name]) for name in (v.BARE.name, v.OURS.name)
+    }
+    ours, bare = growth[v.OURS.name], growth[v.BARE.name]
+    extra = (
+        None
+        if ours["growth_bytes"] is None or bare["growth_bytes"] is None
+        else (ours["growth_bytes"] - bare["growth_bytes"])
+    )
+    r = summaries[v.OURS.name]
+    over = r["rss_over_bare_bytes"]
+    r["target"] = (
+        f"≤ 1.03× bare, peak RSS ≤ bare + {RSS_OVER_BARE_MB:g} MB, growth {half:,} → {full:,} "
+        f"rows ≤ bare's + {STREAM_GROWTH_MB:g} MB"
+    )
+    checks = [
+        None if r["time_ratio"] is None else r["time_ratio"] <= 1.03,
+        None if over is None else over <= RSS_OVER_BARE_MB * 1e6,
+        None if extra is None else extra <= STREAM_GROWTH_MB * 1e6,
+    ]
+    r["within_target"] = None if None in checks else all(checks)
+    return {
+        "kind": "stream",
+        "workload": Workload("offline", full, stream_chunk=s.stream_chunk).describe()
+        + ", one fresh process a run",
+        "note": "RSS delta = the highest RSS while the stream ran (10 ms sampler) minus RSS "
+        f"right before it; growth = RSS delta at {full:,} rows minus at {half:,}",
+        "config": {
+            "rows": full,
+            "half_rows": half,
+            "chunk_rows": s.stream_chunk,
+            "rounds": s.stream_rounds,
+        },
+        "round_orders": {str(rows): found for rows, found in orders.items()},
+        "noise": stats.noise(summaries),
+        "variants": summaries,
+        "at_half": at_half,
+        "growth": {**growth, "ours_over_bare_bytes": extra},
     }
 
 
@@ -345,10 +468,17 @@ def _coverage(ctx: Context) -> dict[str, Any]:
 _SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     **{name: functools.partial(_rounds_scenario, label=name) for name in _ROUNDS},
     "memory_100k": _memory,
+    "stream_100k": _stream,
     "shutdown": _shutdown,
     "scrape": _scrape,
     "coverage": _coverage,
 }
+
+
+def _has_variant(scenario: str, names: frozenset[str], sizes: Sizes) -> bool:
+    """`scenario` runs one of the named variants (only interleaved rounds are split up)."""
+    plan = _ROUNDS.get(scenario)
+    return plan is not None and any(x.name in names for x in plan.variants(sizes))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -358,6 +488,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         choices=(*_SCENARIOS, "all"),
         help="run only this scenario (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--only",
+        help="comma-separated scenario and variant names: run those scenarios whole and, in "
+        "the others that have them, only those variants besides the bare runs "
+        "(e.g. app_meter,zero_code or dead_collector_3k,stream_100k)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one round (smoke)")
     parser.add_argument(
@@ -378,7 +514,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         else [n for n in _SCENARIOS if n in args.scenario]
     )
     sizes = _adjusted(QUICK if args.quick else Sizes(), args.scale, args.rounds)
-    doc = run(names, sizes)
+    only = frozenset(n.strip() for n in (args.only or "").split(",") if n.strip())
+    if only:
+        unknown = only - set(_SCENARIOS) - set(v.BY_NAME)
+        if unknown:
+            parser.error(
+                f"--only: unknown {', '.join(sorted(unknown))}; scenarios: "
+                f"{', '.join(_SCENARIOS)}; variants: {', '.join(v.BY_NAME)}"
+            )
+        names = [n for n in names if n in only or _has_variant(n, only, sizes)]
+    doc = run(names, sizes, only)
 
     text = report.render(doc)
     print()

@@ -61,7 +61,9 @@ def render(doc: dict[str, Any]) -> str:
 
 def _timing(name: str, r: dict[str, Any], per_round: str | None) -> str:
     """The leading cells of a variant's row: times, rate, ratios, µs per call."""
-    ratio = _cell(r["time_ratio"], ".3f") + ("" if per_round is None else f" | {per_round}")
+    ratio = f"{_cell(r['time_ratio'], '.3f')} | {_cell(r.get('cpu_ratio'), '.3f')}" + (
+        "" if per_round is None else f" | {per_round}"
+    )
     return (
         f"| {name} | {_cell(r['median_s'], '.3f')} | {_cell(r['min_s'], '.3f')}–"
         f"{_cell(r['max_s'], '.3f')} | {_cell(r['rows_per_s'], ',.0f')} | {ratio} | "
@@ -87,9 +89,10 @@ def _rounds(s: dict[str, Any]) -> list[str]:
         f"{c['warmup_rounds']} warm-up, {c['timed_rounds']} timed rounds (each in its own "
         f"order), {c['tracemalloc_rounds']} tracemalloc round(s).",
         "",
-        "| variant | median s | min–max s | rows/s | time ratio | per round: median (min–max) "
-        "| µs/call | peak MB (tracemalloc) | shutdown s | target | within |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| variant | median s | min–max s | rows/s | time ratio | CPU ratio "
+        "| per round: median (min–max) | µs/call | peak MB (tracemalloc) | shutdown s | target "
+        "| within |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for name, r in s["variants"].items():
         rr = r["round_ratios"]
@@ -103,7 +106,8 @@ def _rounds(s: dict[str, Any]) -> list[str]:
     if n:
         out += [
             "",
-            f"Noise: bare_2 / bare = {n['time_ratio']:.3f} (medians); per round "
+            f"Noise: bare_2 / bare = {n['time_ratio']:.3f} (medians; CPU "
+            f"{_cell(n.get('cpu_ratio'), '.3f')}); per round "
             f"{_cell(n['round_ratio_min'], '.3f')}–{_cell(n['round_ratio_max'], '.3f')}.",
         ]
     return out
@@ -111,9 +115,9 @@ def _rounds(s: dict[str, Any]) -> list[str]:
 
 def _rss(s: dict[str, Any]) -> list[str]:
     out = [
-        "| variant | median s | min–max s | rows/s | time ratio | µs/call | RSS Δ MB "
+        "| variant | median s | min–max s | rows/s | time ratio | CPU ratio | µs/call | RSS Δ MB "
         "| RSS Δ min–max MB | over bare MB | target | within |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for name, r in s["variants"].items():
         spread = r.get("rss_delta_range_bytes")
@@ -123,6 +127,32 @@ def _rss(s: dict[str, Any]) -> list[str]:
             f"{_mb(r['rss_over_bare_bytes'] if name != 'bare' else None, '+.1f')} | "
             f"{r.get('target', '–')} | {_yes(r.get('within_target'))} |"
         )
+    return out
+
+
+def _stream(s: dict[str, Any]) -> list[str]:
+    c, g = s["config"], s["growth"]
+    out = [f"{c['rounds']} round(s) at {c['rows']:,} rows and at {c['half_rows']:,}.", ""]
+    out += _rss(s)
+    n = s.get("noise")
+    if n:
+        out += [
+            "",
+            f"Noise: bare_2 / bare = {n['time_ratio']:.3f} (medians; CPU "
+            f"{_cell(n.get('cpu_ratio'), '.3f')}).",
+        ]
+    out += [
+        "",
+        f"| variant | RSS Δ MB at {c['half_rows']:,} rows | at {c['rows']:,} rows | growth MB |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in ("bare", "ours"):
+        r = g[name]
+        out.append(
+            f"| {name} | {_mb(r['rss_delta_smaller_bytes'])} | "
+            f"{_mb(r['rss_delta_larger_bytes'])} | {_mb(r['growth_bytes'], '+.1f')} |"
+        )
+    out += ["", f"ours' growth over bare's: {_mb(g['ours_over_bare_bytes'], '+.1f')} MB."]
     return out
 
 
@@ -177,6 +207,7 @@ def _coverage(s: dict[str, Any]) -> list[str]:
 _RENDERERS = {
     "rounds": _rounds,
     "rss": _rss,
+    "stream": _stream,
     "shutdown": _shutdown,
     "scrape": _scrape,
     "coverage": _coverage,
@@ -190,15 +221,21 @@ def _headline(scenarios: dict[str, Any]) -> list[str]:
     def add(target: str, measured: str, met: bool | None) -> None:
         rows.append(f"| {target} | {measured} | {_yes(met)} |")
 
-    for name in ("instant_10k", "latency_4k", "litellm"):
-        s = scenarios.get(name)
-        if not s:
+    for name, s in scenarios.items():
+        if s["kind"] != "rounds":
             continue
         for variant, r in s["variants"].items():
             if "target" in r:
+                shutdown = (
+                    f"; shutdown {_cell(r['teardown_s_max'], '.3f')} s (max) of "
+                    f"{_cell(r['shutdown_timeout_s'], 'g')} s"
+                    if "shutdown" in r["target"]
+                    else ""
+                )
                 add(
                     f"{name}: {variant} {r['target']}",
-                    f"{_cell(r['time_ratio'], '.3f')}× ({_cell(r['per_call_us'], '+.1f')} µs/call)",
+                    f"{_cell(r['time_ratio'], '.3f')}× ({_cell(r['per_call_us'], '+.1f')} µs/call; "
+                    f"CPU {_cell(r.get('cpu_ratio'), '.3f')}×)" + shutdown,
                     r["within_target"],
                 )
     mem = scenarios.get("memory_100k")
@@ -207,6 +244,17 @@ def _headline(scenarios: dict[str, Any]) -> list[str]:
         add(
             f"memory_100k: ours peak RSS ≤ bare + {RSS_OVER_BARE_MB:g} MB",
             f"{_mb(r['rss_over_bare_bytes'], '+.1f')} MB",
+            r["within_target"],
+        )
+    for name, st in scenarios.items():
+        if st["kind"] != "stream":
+            continue
+        r = st["variants"]["ours"]
+        add(
+            f"{name}: ours {r['target']}",
+            f"{_cell(r['time_ratio'], '.3f')}× (CPU {_cell(r.get('cpu_ratio'), '.3f')}×), peak RSS "
+            f"{_mb(r['rss_over_bare_bytes'], '+.1f')} MB over bare, growth "
+            f"{_mb(st['growth']['ours_over_bare_bytes'], '+.1f')} MB over bare's",
             r["within_target"],
         )
     down = scenarios.get("shutdown")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from benchmarks.endpoints import OtlpSink
 from benchmarks.rss import PeakSampler, rss_bytes
 from benchmarks.variants import Variant, session
-from benchmarks.workload import Workload, build_pipeline
+from benchmarks.workload import Workload, build_pipeline, execute
 
 SEED = 20261201
 LINGER_DEADLINE_S = 15.0
@@ -47,6 +47,11 @@ class Sample:
     rss_peak: int | None = None  # the highest resident bytes seen during it
     linger_s: float = 0.0  # after tear-down, until the threads the variant started ended
     lingering_threads: int = 0  # still alive at the deadline
+    # This process's CPU time (every thread) during the run: unlike wall time, not lengthened
+    # by other processes competing for the CPUs.
+    cpu_s: float = 0.0
+    evidence: dict[str, int] = field(default_factory=dict)  # see Session.evidence
+    left_patched: list[str] | None = None  # see Session.left_patched
 
 
 def run_once(
@@ -67,6 +72,8 @@ def run_once(
         before = sink.totals()
         with session(variant, sink) as active:
             pipeline = build_pipeline(workload, checkpoint_dir, steps=active.steps)
+            for observer in active.observers:
+                pipeline.add_observer(observer)
             gc.collect()
             active.start()
             sampler = PeakSampler() if sample_rss else None
@@ -75,23 +82,25 @@ def run_once(
                 sampler.start()
             if trace_memory:
                 tracemalloc.start()
+            cpu_started = time.process_time()
             started = time.perf_counter()
             try:
-                result = pipeline.execute()
+                cost, rows = execute(pipeline, workload)
                 seconds = time.perf_counter() - started
+                cpu_s = time.process_time() - cpu_started
             finally:
                 peak = tracemalloc.get_traced_memory()[1] if trace_memory else None
                 if trace_memory:
                     tracemalloc.stop()
                 rss_peak = sampler.stop() if sampler is not None else None
-            cost, rows = str(result.costs.total_cost), result.metrics.processed_rows
-            del result, pipeline
+            del pipeline
         after = sink.totals()
     linger_s, lingering = _wait_for_threads(threads_before)
     scraper = active.scraper
     return Sample(
         variant=variant.name,
         seconds=seconds,
+        cpu_s=cpu_s,
         cost=cost,
         rows=rows,
         peak_bytes=peak,
@@ -109,6 +118,8 @@ def run_once(
         rss_peak=rss_peak,
         linger_s=linger_s,
         lingering_threads=lingering,
+        evidence=active.evidence,
+        left_patched=active.left_patched,
     )
 
 

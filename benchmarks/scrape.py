@@ -18,7 +18,7 @@ from typing import Any
 
 import ondine_otel
 from benchmarks.endpoints import OtlpSink, scrape
-from benchmarks.variants import SERVICE_NAME
+from benchmarks.session import SERVICE_NAME
 from benchmarks.workload import GatedClient, Workload, build_pipeline
 
 TARGET_RUNS = 100  # the count the target is set for (benchmarks.targets)

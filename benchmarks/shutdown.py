@@ -12,11 +12,9 @@ from collections.abc import Callable, Sequence
 
 from benchmarks.endpoints import OtlpSink
 from benchmarks.runner import Sample, round_orders, run_once
+from benchmarks.stats import SLACK
 from benchmarks.variants import OURS, OURS_HANGING, Variant
 from benchmarks.workload import Workload
-
-# Allowance over the timeout for joining the bounded workers and closing the endpoint.
-SLACK = 0.05
 
 
 def variants(timeout: float | None) -> list[Variant]:

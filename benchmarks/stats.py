@@ -3,6 +3,8 @@
 Two ratios. ``time_ratio`` = median(variant) / median(bare), the headline. ``round_ratios`` =
 variant / bare within each round (the two ran seconds apart, so slow phases of the machine
 cancel out better); their spread, and bare_2 against bare, show how far to trust a ratio.
+``cpu_ratio``: as ``time_ratio`` for the process's CPU time, which other processes competing
+for the machine's CPUs do not lengthen (its slow phases still do).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 from benchmarks.runner import Sample
 
 BASELINE = "bare"
+# Allowance over a shutdown timeout for joining the bounded workers and closing the endpoint.
+SLACK = 0.05
 
 
 def _r(value: float | None, digits: int) -> float | None:
@@ -32,6 +36,7 @@ def summarize(
         raise RuntimeError(f"runs disagree on ondine's cost: {sorted(costs)}")
     base = timed.get(BASELINE, [])
     base_median = statistics.median(s.seconds for s in base) if base else None
+    base_cpu = statistics.median(s.cpu_s for s in base) if base else None
     base_peak = _median([s.peak_bytes for s in traced.get(BASELINE, [])])
     base_rss = _median([_rss_delta(s) for s in base])
     out: dict[str, dict[str, Any]] = {}
@@ -39,6 +44,7 @@ def summarize(
         times = [s.seconds for s in runs]
         median = statistics.median(times) if times else None
         ratio = median / base_median if median and base_median else None
+        cpu = statistics.median(s.cpu_s for s in runs) if runs else None
         paired = (
             [s.seconds / b.seconds for s, b in zip(runs, base, strict=False)]
             if name != BASELINE
@@ -56,6 +62,8 @@ def summarize(
             "max_s": _r(max(times), 4) if times else None,
             "rows_per_s": _r(rows / median if median else None, 0),
             "time_ratio": _r(ratio, 3),
+            "cpu_median_s": _r(cpu, 4),
+            "cpu_ratio": _r(cpu / base_cpu if cpu and base_cpu else None, 3),
             "round_ratios": [round(p, 3) for p in paired],
             "round_ratio_median": _r(statistics.median(paired), 3) if paired else None,
             "per_call_us": _r(
@@ -74,6 +82,7 @@ def summarize(
             "teardown_s_median": _r(statistics.median(teardown), 3) if teardown else None,
             "teardown_s_max": _r(max(teardown), 3) if teardown else None,
             "shutdown_timeout_s": runs[0].shutdown_timeout if runs else None,
+            "shutdown_within_timeout": _within_timeout(runs),
             "linger_s_max": _r(max(s.linger_s for s in runs), 3) if runs else None,
             "lingering_threads_max": max(s.lingering_threads for s in runs) if runs else None,
             "scrapes_per_run": [s.scrapes for s in runs],
@@ -85,9 +94,18 @@ def summarize(
             "uninstrumented_cleanly": None
             if not runs or runs[0].uninstrumented_cleanly is None
             else all(s.uninstrumented_cleanly for s in runs),
+            "evidence_per_run": [s.evidence for s in runs],
+            "left_patched": runs[0].left_patched if runs else None,
             "cost_usd": runs[0].cost if runs else None,
         }
     return out
+
+
+def _within_timeout(runs: Sequence[Sample]) -> bool | None:
+    """Every tear-down returned within its shutdown timeout (with `SLACK`); None if untimed."""
+    if not runs or any(s.shutdown_timeout is None for s in runs):
+        return None
+    return all(s.teardown_s <= s.shutdown_timeout * (1 + SLACK) for s in runs if s.shutdown_timeout)
 
 
 def _rss_delta(sample: Sample) -> int | None:
@@ -106,6 +124,16 @@ def _median(values: Sequence[int | None]) -> int | None:
     return int(statistics.median(known)) if known else None
 
 
+def growth(smaller: dict[str, Any], larger: dict[str, Any]) -> dict[str, int | None]:
+    """A variant's RSS delta at fewer and at more rows, and the difference (flat: near 0)."""
+    low, high = smaller["rss_delta_bytes"], larger["rss_delta_bytes"]
+    return {
+        "rss_delta_smaller_bytes": low,
+        "rss_delta_larger_bytes": high,
+        "growth_bytes": None if low is None or high is None else high - low,
+    }
+
+
 def noise(summaries: dict[str, dict[str, Any]], other: str = "bare_2") -> dict[str, Any] | None:
     """bare against bare: the ratio two identical variants show in the same rounds."""
     second = summaries.get(other)
@@ -114,6 +142,7 @@ def noise(summaries: dict[str, dict[str, Any]], other: str = "bare_2") -> dict[s
     paired = second["round_ratios"]
     return {
         "time_ratio": second["time_ratio"],
+        "cpu_ratio": second.get("cpu_ratio"),
         "round_ratio_median": second["round_ratio_median"],
         "round_ratio_min": min(paired) if paired else None,
         "round_ratio_max": max(paired) if paired else None,

@@ -2,8 +2,9 @@
 
 Every variant is set up before and torn down after the timed ``execute()``; the tear-down is
 timed too (for ours that is ``Telemetry.shutdown()``). Each exports to the same in-process
-OTLP sink (or, for the failure variants, to a refused or a hanging endpoint), with the SDK's
-default batch span processor, so the tools differ only in what they do per run and per call.
+OTLP sink (or, for the failure variants, to a refused, hanging or 503/UNAVAILABLE endpoint),
+with the SDK's default batch span processor, so the tools differ only in what they do per run
+and per call. The entries on the application's own providers are set up in `entries`.
 
 Global state: ondine's built-in ``opentelemetry`` observer takes its tracer from the global
 tracer provider, which can be set only once per process. A switch is installed as the global
@@ -15,11 +16,9 @@ after, and the harness checks that ``litellm`` holds its own functions again.
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
@@ -32,31 +31,25 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 import ondine_otel
-from benchmarks.endpoints import HangingEndpoint, OtlpSink, Scraper, refused_endpoint
-from benchmarks.workload import BuilderStep
+from benchmarks import entries
+from benchmarks.endpoints import (
+    GrpcUnavailable,
+    HangingEndpoint,
+    OtlpSink,
+    Scraper,
+    refused_endpoint,
+)
+from benchmarks.session import (
+    METRIC_EXPORT_INTERVAL_MS,
+    NO_CHAT_SPANS,
+    SCRAPE_INTERVAL_S,
+    SERVICE_NAME,
+    Session,
+    Variant,
+    default_shutdown_timeout,
+)
 
-SCRAPE_INTERVAL_S = 0.5
-# The SDK's and ondine-otel's OTLP metric interval is 15 s; the peer gets the same.
-METRIC_EXPORT_INTERVAL_MS = 15_000
-SERVICE_NAME = "ondine-bench"
-NO_CHAT_SPANS = {"llm_span_limit": 0, "llm_span_rate": 0, "llm_error_span_limit": 0}
-
-
-def default_shutdown_timeout() -> float:
-    """`Telemetry.shutdown()`'s own default timeout, read from its signature."""
-    default = inspect.signature(ondine_otel.Telemetry.shutdown).parameters["timeout"].default
-    return float(default)
-
-
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    kind: str  # "bare" | "ours" | "ondine_builtin" | "openinference" | "openllmetry"
-    description: str
-    settings: dict[str, Any] = field(default_factory=dict)  # instrument() settings (ours)
-    otlp: str = "sink"  # "sink" | "refused" | "hanging" (ours)
-    shutdown_timeout: float | None = None  # None: shutdown()'s default
-
+__all__ = ["ALL", "BY_NAME", "Session", "Variant", "install_tracer_switch", "session"]
 
 BARE = Variant("bare", "bare", "no instrumentation")
 BARE_2 = Variant("bare_2", "bare", "no instrumentation again, in the same rounds: the noise")
@@ -105,6 +98,48 @@ OPENLLMETRY = Variant(
     "and metrics (15 s) to the sink (a span and histograms per litellm call; no run/stage "
     "spans, no cost metric)",
 )
+APP_METER = Variant(
+    "app_meter",
+    "app_meter",
+    "the application installs a global MeterProvider(metric_readers=[PrometheusMetricReader()]) "
+    "on its own registry (served, scraped every "
+    f"{SCRAPE_INTERVAL_S} s) and a global TracerProvider (batch processor, in-memory "
+    "exporter), then OndineInstrumentor().instrument()",
+)
+OTEL_OBSERVER = Variant(
+    "otel_observer",
+    "otel_observer",
+    "the application's global providers as app_meter; pipeline.add_observer(OtelObserver())",
+)
+ZERO_CODE = Variant(
+    "zero_code",
+    "zero_code",
+    "opentelemetry-instrument with opentelemetry-distro, in-process: OTEL_* set (OTLP/HTTP to "
+    "the sink, logs off), then the auto-instrumentation initialize(): distro, SDK "
+    "configurator, instrumentor entry points",
+)
+
+
+def _dead(otlp: str, protocol: str, what: str) -> Variant:
+    """ours with a dead collector, every timeout at its default (what a user gets)."""
+    return Variant(
+        f"dead_{'http' if protocol == 'http/protobuf' else 'grpc'}_{otlp}",
+        "ours",
+        f"as ours over OTLP {protocol}, the collector {what}; default OTLP and shutdown timeouts",
+        settings={"otlp_protocol": protocol},
+        otlp=otlp,
+    )
+
+
+DEAD = tuple(
+    _dead(otlp, protocol, what)
+    for protocol in ("http/protobuf", "grpc")
+    for otlp, what in (
+        ("refused", "refusing connections"),
+        ("hanging", "accepting connections and never answering"),
+        ("unavailable", "answering every export with 503 (gRPC: UNAVAILABLE)"),
+    )
+)
 ALL = (
     BARE,
     BARE_2,
@@ -115,6 +150,10 @@ ALL = (
     ONDINE_BUILTIN,
     OPENINFERENCE,
     OPENLLMETRY,
+    APP_METER,
+    OTEL_OBSERVER,
+    ZERO_CODE,
+    *DEAD,
 )
 BY_NAME = {v.name: v for v in ALL}
 
@@ -144,23 +183,6 @@ def install_tracer_switch() -> None:
         )
 
 
-@dataclass
-class Session:
-    """A variant set up for one run: builder steps to apply, and what its tear-down saw."""
-
-    steps: list[BuilderStep] = field(default_factory=list)
-    scraper: Scraper | None = None
-    teardown_s: float = 0.0
-    shutdown_timeout: float | None = None
-    hanging_connections: int | None = None
-    uninstrumented_cleanly: bool | None = None
-    prometheus_port: int | None = None
-
-    def start(self) -> None:
-        if self.scraper is not None:
-            self.scraper.start()
-
-
 @contextmanager
 def session(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
     """Set the variant up, yield it, and tear it down (timed) when the run is over."""
@@ -178,9 +200,15 @@ def _bare(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
 @contextmanager
 def _ours(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
     hanging = HangingEndpoint() if variant.otlp == "hanging" else None
+    unavailable: GrpcUnavailable | OtlpSink | None = None
+    if variant.otlp == "unavailable":
+        grpc = variant.settings.get("otlp_protocol") == "grpc"
+        unavailable = GrpcUnavailable() if grpc else OtlpSink(status=503)
     try:
         if hanging is not None:
             target = hanging.endpoint
+        elif unavailable is not None:
+            target = unavailable.endpoint
         elif variant.otlp == "refused":
             target = refused_endpoint()
         else:
@@ -193,14 +221,26 @@ def _ours(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
             pipeline_name="bench",
             **variant.settings,
         )
-        yield from _ours_session(variant, telemetry, hanging)
+        yield from _ours_session(variant, telemetry, hanging, unavailable)
     finally:
         if hanging is not None:
             hanging.close()
+        if unavailable is not None:
+            unavailable.close()
+
+
+def _requests(endpoint: GrpcUnavailable | OtlpSink) -> int:
+    """Exports a 503/UNAVAILABLE collector answered."""
+    if isinstance(endpoint, GrpcUnavailable):
+        return endpoint.requests
+    return sum(requests for requests, _ in endpoint.totals().values())
 
 
 def _ours_session(
-    variant: Variant, telemetry: ondine_otel.Telemetry, hanging: HangingEndpoint | None
+    variant: Variant,
+    telemetry: ondine_otel.Telemetry,
+    hanging: HangingEndpoint | None,
+    unavailable: GrpcUnavailable | OtlpSink | None,
 ) -> Iterator[Session]:
     """Yield the session; afterwards stop the scraper and time `shutdown()`."""
     port = telemetry.prometheus_port
@@ -223,6 +263,8 @@ def _ours_session(
         active.teardown_s = time.perf_counter() - started
         if hanging is not None:
             active.hanging_connections = hanging.connections
+        if unavailable is not None:
+            active.evidence = {"requests": _requests(unavailable)}
 
 
 def _span_provider(sink: OtlpSink) -> TracerProvider:
@@ -313,4 +355,7 @@ _OPENERS: dict[str, Callable[[Variant, OtlpSink], Any]] = {
     "ondine_builtin": _ondine_builtin,
     "openinference": _litellm_peer,
     "openllmetry": _litellm_peer,
+    "app_meter": entries.app_meter,
+    "otel_observer": entries.otel_observer,
+    "zero_code": entries.zero_code,
 }

@@ -13,6 +13,7 @@ import asyncio
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from ondine import PipelineBuilder
@@ -34,8 +35,14 @@ class Workload:
     rows: int
     latency_s: float = 0.0
     latency_jitter: float = 0.0
+    stream_chunk: int | None = None  # rows per chunk: run with execute_stream()
 
     def describe(self) -> str:
+        if self.stream_chunk is not None:
+            return (
+                f"{self.rows:,} rows streamed (execute_stream(), {self.stream_chunk:,}-row "
+                "chunks), offline client answering at once"
+            )
         if self.client == "litellm":
             return f"{self.rows:,} rows, ondine's LiteLLM client with mock_response"
         if not self.latency_s:
@@ -46,6 +53,19 @@ class Workload:
 
 
 BuilderStep = Callable[[PipelineBuilder], PipelineBuilder]
+
+
+def execute(pipeline: Pipeline, workload: Workload) -> tuple[str, int]:
+    """Run the pipeline as the workload says (streamed: every chunk consumed and dropped);
+    ondine's total cost and processed rows."""
+    if workload.stream_chunk is None:
+        result = pipeline.execute()
+        return str(result.costs.total_cost), result.metrics.processed_rows
+    cost, rows = Decimal(0), 0
+    for chunk in pipeline.execute_stream():
+        cost += chunk.costs.total_cost
+        rows += chunk.metrics.processed_rows
+    return str(cost), rows
 
 
 def build_pipeline(
@@ -89,6 +109,8 @@ def build_pipeline(
         .with_concurrency(CONCURRENCY)
         .with_progress_mode("none")
     )
+    if workload.stream_chunk is not None:
+        builder = builder.with_streaming(chunk_size=workload.stream_chunk)
     for step in steps:
         builder = step(builder)
     return builder.build()

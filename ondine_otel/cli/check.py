@@ -8,7 +8,9 @@ Each ``check_*`` function tests one target and returns a list of ``Problem`` (em
 is well); ``planned_checks`` decides which targets the configuration actually uses, and
 ``run_check`` prints the report. The network checks speak the real protocol (an empty OTLP
 export, a Pushgateway readiness probe) because "the port is open" does not prove that the
-server there accepts our data.
+server there accepts our data. ``--zero-code`` checks the environment a zero-code run has
+(opentelemetry-distro's defaults applied), and the advice names the limit and the variable
+that really apply (the fallback rule is ``TelemetryConfig.otlp_setting``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import errno
 import functools
 import gzip
 import http.client
+import importlib.metadata
 import os
 import socket
 import ssl
@@ -28,20 +31,24 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import IO, Any
 from urllib.parse import urlsplit
 
 from ondine_otel.config import (
+    BY_NAME,
     SETTINGS,
     ConfigError,
     Signal,
     TelemetryConfig,
+    per_signal_option,
     unrecognized_environment,
 )
 from ondine_otel.version import __version__
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "DISTRO_DEFAULTS",
     "Check",
     "Problem",
     "add_check_parser",
@@ -51,10 +58,21 @@ __all__ = [
     "environment_warnings",
     "planned_checks",
     "run_check",
+    "zero_code_environment",
 ]
 
 DEFAULT_TIMEOUT = 3.0
-_ENV: Mapping[str, str] = {s.name: s.env for s in SETTINGS}
+#: What opentelemetry-distro sets where the environment sets nothing, before a zero-code run
+#: (`opentelemetry-instrument`) configures the SDK: so that run's exports use grpc by default,
+#: where `instrument()` uses http/protobuf.
+DISTRO_DEFAULTS: Mapping[str, str] = MappingProxyType(
+    {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+    }
+)
+_DISTRO = "opentelemetry-distro"
 _USER_AGENT = f"ondine-otel-check/{__version__}"
 
 
@@ -81,12 +99,14 @@ class Check:
 # --- OTLP ----------------------------------------------------------------------------------
 
 
-def _otlp_env(config: TelemetryConfig, signal: Signal, suffix: str) -> str:
-    """The variable that decides ``suffix`` for ``signal``: per-signal if set, else generic."""
-    specific = f"otlp_{signal}_{suffix}"
-    if config.source(specific) != "default":
-        return _ENV[specific]
-    return _ENV[f"otlp_{suffix}"]
+def _env(name: str) -> str:
+    """The environment variable of setting ``name`` (the settings table's)."""
+    return BY_NAME[name].env
+
+
+def _otlp_env(config: TelemetryConfig, signal: Signal, option: str) -> str:
+    """The variable that decides ``option`` for ``signal``, by the config's fallback rule."""
+    return config.otlp_setting(signal, option).env
 
 
 def _otlp_timeout(config: TelemetryConfig, signal: Signal, timeout: float) -> float:
@@ -159,10 +179,12 @@ def _http_status_problem(
     endpoint_env = _otlp_env(config, signal, "endpoint")
     what = f"{label} answered HTTP {status} {reason}".rstrip()
     if status in (404, 405):
-        if config.source(f"otlp_{signal}_endpoint") != "default":
+        if config.otlp_setting(signal, "endpoint").name != "otlp_endpoint":
             fix = (
                 f"{endpoint_env} is used as-is, so it must include the path (usually /v1/{signal})"
             )
+        elif not urlsplit(config.otlp_endpoint or "").path.strip("/"):
+            fix = _signal_not_served(config, signal)
         else:
             fix = (
                 f"set {endpoint_env} to the collector's base URL without a path; "
@@ -182,6 +204,20 @@ def _http_status_problem(
     return Problem(what, fix)
 
 
+def _signal_not_served(config: TelemetryConfig, signal: Signal) -> str:
+    """Advice when a base URL takes one signal but not ``signal`` (a traces-only backend)."""
+    other: Signal = "traces" if signal == "metrics" else "metrics"
+    base = (config.otlp_endpoint or "").rstrip("/")
+    exporter_env = _env(f"{signal}_exporter")
+    instead = "none or prometheus" if signal == "metrics" else "none"
+    return (
+        f"the server takes no OTLP {signal} (a {other}-only backend answers so): replace "
+        f"{_env('otlp_endpoint')} by {_env(f'otlp_{other}_endpoint')}={base}/v1/{other}, or set "
+        f"{exporter_env} to {instead}, or {_env(f'otlp_{signal}_endpoint')} to a receiver that "
+        f"takes {signal}"
+    )
+
+
 def _connection_problem(
     config: TelemetryConfig, signal: Signal, label: str, reason: object, timeout: float
 ) -> Problem:
@@ -192,7 +228,7 @@ def _connection_problem(
     if isinstance(reason, socket.gaierror):
         return _unknown_host(label, endpoint_env)
     if isinstance(reason, TimeoutError):
-        return _too_slow(label, timeout, endpoint_env, _otlp_env(config, signal, "timeout"))
+        return _too_slow(config, signal, label, timeout)
     if isinstance(reason, ssl.SSLError):
         return Problem(
             f"{label}: TLS failed ({reason})",
@@ -223,11 +259,26 @@ def _unknown_host(label: str, endpoint_env: str) -> Problem:
     return Problem(f"{label}: host name not found", f"correct the host in {endpoint_env}")
 
 
-def _too_slow(label: str, timeout: float, endpoint_env: str, timeout_env: str) -> Problem:
+def _too_slow(config: TelemetryConfig, signal: Signal, label: str, waited: float) -> Problem:
+    """No answer in time; the advice names whichever limit applied, the check's or the job's.
+
+    The check waits at most ``--timeout``; the job's exporter waits the configured OTLP
+    timeout, which may be longer: raising that variable only helps when it was the limit.
+    """
+    endpoint_env = _otlp_env(config, signal, "endpoint")
+    timeout_env = _otlp_env(config, signal, "timeout")
+    job_limit = config.otlp_for(signal).timeout_s
+    where = f"check the address in {endpoint_env} and any firewall on the way"
+    if 0 < job_limit <= waited:
+        return Problem(
+            f"{label} did not answer within {waited:g} s, the job's export timeout",
+            f"{where}, or raise {timeout_env} (now {round(job_limit * 1000)} ms) if the "
+            "server is just slow",
+        )
     return Problem(
-        f"{label} did not answer within {timeout:g} s",
-        f"check the address in {endpoint_env} and any firewall on the way, or raise "
-        f"{timeout_env} if the server is just slow",
+        f"{label} did not answer within {waited:g} s (this check's --timeout)",
+        f"{where}; the job waits up to {job_limit:g} s per export ({timeout_env}), so if the "
+        f"server is just slow, run the check again with --timeout {job_limit:g}",
     )
 
 
@@ -286,7 +337,7 @@ def _grpc_problem(
     if code == grpc.StatusCode.UNAVAILABLE and ("resolv" in lowered or "dns" in lowered):
         return _unknown_host(label, endpoint_env)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return _too_slow(label, timeout, endpoint_env, _otlp_env(config, signal, "timeout"))
+        return _too_slow(config, signal, label, timeout)
     if code == grpc.StatusCode.UNAVAILABLE and ("http/2" in lowered or "http1" in lowered):
         return Problem(
             f"{label} does not speak gRPC",
@@ -322,7 +373,7 @@ def check_prometheus_port(config: TelemetryConfig) -> list[Problem]:
         return []
     host, port = address
     label = f"Prometheus port {host}:{port}"
-    port_env, host_env = _ENV["prometheus_port"], _ENV["prometheus_host"]
+    port_env, host_env = _env("prometheus_port"), _env("prometheus_host")
     try:
         # prometheus_client binds the first address getaddrinfo returns; so do we.
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -376,7 +427,7 @@ def check_pushgateway(config: TelemetryConfig, timeout: float) -> list[Problem]:
     if url is None:
         return []
     label = f"Pushgateway {config.masked()['pushgateway_url']}"
-    url_env = _ENV["pushgateway_url"]
+    url_env = _env("pushgateway_url")
     headers = {"User-Agent": _USER_AGENT}
     if config.pushgateway_username is not None and config.pushgateway_password is not None:
         pair = f"{config.pushgateway_username}:{config.pushgateway_password}".encode()
@@ -405,12 +456,12 @@ def _pushgateway_status_problem(
     config: TelemetryConfig, label: str, status: int, reason: object
 ) -> Problem:
     what = f"{label} answered HTTP {status} {reason}".rstrip()
-    user_env, password_env = _ENV["pushgateway_username"], _ENV["pushgateway_password"]
+    user_env, password_env = _env("pushgateway_username"), _env("pushgateway_password")
     if status in (401, 403):
         verb = "check" if config.pushgateway_username is not None else "set"
         return Problem(what, f"{verb} {user_env} and {password_env}")
     if status == 404:
-        return Problem(what, f"set {_ENV['pushgateway_url']} to the Pushgateway's base URL")
+        return Problem(what, f"set {_env('pushgateway_url')} to the Pushgateway's base URL")
     return Problem(what, "the Pushgateway is up but not ready: check its logs")
 
 
@@ -437,7 +488,7 @@ def _pushgateway_connection_problem(
 
 def environment_warnings(environ: Mapping[str, str]) -> list[str]:
     """ONDINE_OTEL_* variables no setting reads: typos that would otherwise go unnoticed."""
-    known = list(_ENV.values())
+    known = [s.env for s in SETTINGS]
     warnings = []
     for name in unrecognized_environment(environ):
         close = difflib.get_close_matches(name, known, n=1)
@@ -446,22 +497,19 @@ def environment_warnings(environ: Mapping[str, str]) -> list[str]:
     return warnings
 
 
-# --- the report ----------------------------------------------------------------------------
-
-
 def planned_checks(config: TelemetryConfig, timeout: float) -> list[Check]:
     """The targets this configuration will actually use (none when telemetry is disabled)."""
     if config.disabled:
         return []
     checks: list[Check] = []
-    signals: tuple[Signal, ...] = ("traces", "metrics")
-    for signal in signals:
+    for signal in _SIGNALS:
         if "otlp" in config.exporters_for(signal):
             settings = config.otlp_for(signal)
             checks.append(
                 Check(
                     f"OTLP {signal} endpoint {config.masked()[f'otlp_{signal}_endpoint']}",
-                    f"accepts an empty {settings.protocol} export",
+                    f"accepts an empty {settings.protocol} export (the job's exports time out "
+                    f"after {settings.timeout_s:g} s, {_otlp_env(config, signal, 'timeout')})",
                     functools.partial(check_otlp, config, signal, timeout),
                 )
             )
@@ -486,34 +534,86 @@ def planned_checks(config: TelemetryConfig, timeout: float) -> list[Check]:
     return checks
 
 
-def _source(config: TelemetryConfig, name: str, environ: Mapping[str, str]) -> str:
+# --- the zero-code entry ---------------------------------------------------------------------
+
+
+def _distro_installed() -> bool:
+    try:
+        importlib.metadata.version(_DISTRO)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def zero_code_environment(environ: Mapping[str, str]) -> tuple[dict[str, str], frozenset[str]]:
+    """``environ`` as a zero-code run sees it, and the variables opentelemetry-distro filled."""
+    env = dict(environ)
+    filled = frozenset(name for name in DISTRO_DEFAULTS if not env.get(name, "").strip())
+    env.update({name: DISTRO_DEFAULTS[name] for name in filled})
+    return env, filled
+
+
+def _protocol_note(config: TelemetryConfig) -> str | None:
+    """Warn when a zero-code run would use another protocol than this check (and instrument())."""
+    if config.disabled or not _distro_installed():
+        return None
+    signals = [s for s in _SIGNALS if "otlp" in config.exporters_for(s)]
+    applied = {config.otlp_setting(s, "protocol").name for s in signals}
+    if not signals or any(config.source(name) != "default" for name in applied):
+        return None
+    protocol = config.otlp_for(signals[0]).protocol
+    return (
+        f"nothing sets the OTLP protocol: instrument() and this check use {protocol}, but a "
+        f"zero-code run (opentelemetry-instrument) uses {DISTRO_DEFAULTS[_env('otlp_protocol')]}, "
+        f"{_DISTRO}'s default; set {_env('otlp_protocol')} so both agree, or check that run "
+        "with `ondine-otel check --zero-code`"
+    )
+
+
+# --- the report ----------------------------------------------------------------------------
+
+_SIGNALS: tuple[Signal, ...] = ("traces", "metrics")
+
+
+def _source(
+    config: TelemetryConfig,
+    name: str,
+    environ: Mapping[str, str],
+    distro_filled: frozenset[str] = frozenset(),
+) -> str:
     """Where a value came from, naming the environment variable that set it."""
     source = config.source(name)
     if source == "environment":
-        env = _ENV[name]
+        env = _env(name)
+        if env in distro_filled:
+            return f"{_DISTRO} default (zero-code)"
         if name == "service_name" and not environ.get(env, "").strip():
-            return f"env {_ENV['resource_attributes']} (service.name)"
+            return f"env {_env('resource_attributes')} (service.name)"
         return f"env {env}"
     if source == "argument":
         return "argument"
-    for signal in ("traces", "metrics"):
-        prefix = f"otlp_{signal}_"
-        if name.startswith(prefix):
-            generic = "otlp_" + name[len(prefix) :]
-            if config.source(generic) != "default":
-                return f"via {_source(config, generic, environ)}"
+    per_signal = per_signal_option(name)
+    if per_signal is not None:
+        applied = config.otlp_setting(*per_signal)
+        if applied.name != name and config.source(applied.name) != "default":
+            return f"via {_source(config, applied.name, environ, distro_filled)}"
     if name in ("traces_exporter", "metrics_exporter"):
         return "default (follows the endpoints set)"
     return "default"
 
 
-def _print_configuration(config: TelemetryConfig, environ: Mapping[str, str], out: IO[str]) -> None:
+def _print_configuration(
+    config: TelemetryConfig,
+    environ: Mapping[str, str],
+    out: IO[str],
+    distro_filled: frozenset[str] = frozenset(),
+) -> None:
     values = config.masked()
     width = max(len(name) for name in values)
     value_width = min(max(len(v) for v in values.values()), 48)
     print("Effective configuration (secrets masked):", file=out)
     for name, value in values.items():
-        source = _source(config, name, environ)
+        source = _source(config, name, environ, distro_filled)
         print(f"  {name:<{width}}  {value:<{value_width}}  {source}", file=out)
 
 
@@ -521,27 +621,43 @@ def run_check(
     timeout: float = DEFAULT_TIMEOUT,
     environ: Mapping[str, str] | None = None,
     out: IO[str] | None = None,
+    zero_code: bool = False,
 ) -> int:
-    """Print the configuration and test its targets; 0 when all is well, else 1."""
+    """Print the configuration and test its targets; 0 when all is well, else 1.
+
+    With ``zero_code``, the environment is the one a zero-code run has (opentelemetry-distro's
+    defaults where nothing is set), so the targets are tested the way that run exports.
+    """
     env: Mapping[str, str] = os.environ if environ is None else environ
     stream = sys.stdout if out is None else out
-    print(f"ondine-otel {__version__} check", file=stream)
+    distro_filled: frozenset[str] = frozenset()
+    if zero_code:
+        env, distro_filled = zero_code_environment(env)
+    entry = " (as a zero-code run: opentelemetry-instrument)" if zero_code else ""
+    print(f"ondine-otel {__version__} check{entry}", file=stream)
     try:
         config = TelemetryConfig.from_settings(environ=env)
     except ConfigError as error:
         print(f"FAIL  configuration: {error}", file=stream)
         return 1
-    _print_configuration(config, env, stream)
+    _print_configuration(config, env, stream, distro_filled)
 
     notes = environment_warnings(env)
+    if zero_code and not _distro_installed():
+        notes.append(
+            f"{_DISTRO} is not installed: opentelemetry-instrument sets up no exporter without "
+            f"it (pip install {_DISTRO})"
+        )
+    elif not zero_code and (protocol_note := _protocol_note(config)) is not None:
+        notes.append(protocol_note)
     if config.disabled:
-        notes.append(f"telemetry is disabled ({_ENV['disabled']}): nothing will be exported")
+        notes.append(f"telemetry is disabled ({_env('disabled')}): nothing will be exported")
     checks = planned_checks(config, timeout)
     exported = config.exporters_for("traces") + config.exporters_for("metrics")
     if not config.disabled and not exported and config.pushgateway_url is None:
         notes.append(
-            f"nothing is exported: set {_ENV['otlp_endpoint']}, {_ENV['prometheus_port']} "
-            f"or {_ENV['pushgateway_url']}"
+            f"nothing is exported: set {_env('otlp_endpoint')}, {_env('prometheus_port')} "
+            f"or {_env('pushgateway_url')}"
         )
     for note in notes:
         print(f"warning: {note}", file=stream)
@@ -605,8 +721,15 @@ def add_check_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         metavar="SECONDS",
         help=f"give each network check at most this long (default: {DEFAULT_TIMEOUT:g})",
     )
+    check.add_argument(
+        "--zero-code",
+        action="store_true",
+        help=f"check as `opentelemetry-instrument` (with {_DISTRO}) will export: its defaults "
+        + ", ".join(f"{k}={v}" for k, v in DISTRO_DEFAULTS.items())
+        + " apply where the environment sets nothing",
+    )
     check.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    return run_check(timeout=args.timeout)
+    return run_check(timeout=args.timeout, zero_code=args.zero_code)

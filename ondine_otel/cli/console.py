@@ -25,6 +25,7 @@ from ondine_otel.telemetry import semconv
 from ondine_otel.telemetry.semconv import SPAN_LLM_OPERATION
 
 VISIBLE_CHAT_SPANS = 3
+_UNBOUNDED = 10_000  # columns: "as wide as the content" when measuring for piped output
 _ATTRIBUTE_PREFIXES = ("ondine.", "gen_ai.")
 _MAX_VALUE_CHARS = 60
 
@@ -229,8 +230,24 @@ def render_metrics_summary(metrics_data: MetricsData | None) -> Table:
 
 
 def print_metrics_summary(metrics_data: MetricsData | None, console: Console | None = None) -> None:
-    """Print :func:`render_metrics_summary` to ``console`` (default: a new stdout console)."""
-    (console or Console()).print(render_metrics_summary(metrics_data))
+    """Print :func:`render_metrics_summary` to ``console`` (default: a new stdout console).
+
+    Piped into a file or ``grep`` there is no terminal width to fit, so the table is printed
+    at its natural width instead of folding series names at rich's default 80 columns: each
+    row stays one line.
+    """
+    console = console or Console()
+    table = render_metrics_summary(metrics_data)
+    natural = console.measure(table, options=console.options.update_width(_UNBOUNDED)).maximum
+    if console.is_terminal or natural <= console.width:
+        console.print(table)
+        return
+    fitted = console.width  # print() never goes wider than the console: widen it for the table
+    console.width = natural
+    try:
+        console.print(table)
+    finally:
+        console.width = fitted
 
 
 _Point = NumberDataPoint | HistogramDataPoint

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ondine_otel.cli.check import add_check_parser
+from ondine_otel.cli.ops import add_ops_parser
 from ondine_otel.version import __version__
 
 if TYPE_CHECKING:  # the demo imports these lazily; the other commands need neither
+    from opentelemetry.sdk.trace import ReadableSpan
     from rich.console import Console
 
     from ondine_otel.export.providers import PrometheusEndpoint
@@ -55,6 +57,7 @@ def _build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_demo_parser(subparsers)
     add_check_parser(subparsers)
+    add_ops_parser(subparsers)
     return parser
 
 
@@ -146,7 +149,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     meter_provider = MeterProvider(
         resource=resource, metric_readers=[endpoint.reader, metric_memory], views=metric_views()
     )
-    url = _serve_demo_metrics(endpoint, args.metrics_port, console)
+    url = _serve_demo_metrics(endpoint, args.metrics_port, console, args.keep_serving)
 
     df = load_reviews(args.rows)
     instrumentor = OndineInstrumentor()
@@ -195,6 +198,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     if otlp is not None:
         console.print(f"spans also exported to {otlp}", highlight=False)
     print_trace(spans, console)
+    _explain_dropped_spans(spans, console)
     try:
         print_metrics_summary(metric_memory.get_metrics_data(), console)
         _keep_serving(args.keep_serving, url, console)
@@ -205,11 +209,15 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0 if error is None else 1
 
 
-def _serve_demo_metrics(endpoint: PrometheusEndpoint, port: int, console: Console) -> str:
-    """Serve /metrics and print its URL; a busy port falls back to one the OS picks.
+def _serve_demo_metrics(
+    endpoint: PrometheusEndpoint, port: int, console: Console, keep_serving: float
+) -> str:
+    """Serve /metrics and print its URL and how long it stays up; a busy port falls back to
+    one the OS picks.
 
     Falling back (rather than failing) keeps the demo working next to a real exporter or
-    another demo already on the default port.
+    another demo already on the default port. The demo's run takes well under a second, so the
+    URL line says up front that the endpoint closes with it unless ``--keep-serving`` is given.
     """
     try:
         bound = endpoint.serve(DEMO_METRICS_HOST, port)
@@ -220,13 +228,48 @@ def _serve_demo_metrics(endpoint: PrometheusEndpoint, port: int, console: Consol
             highlight=False,
         )
     url = f"http://{DEMO_METRICS_HOST}:{bound}/metrics"
-    console.print(f"Prometheus metrics: {url}", highlight=False)
+    lasts = (
+        f"and for {keep_serving:g} s after the run"
+        if keep_serving > 0
+        else "only while the demo runs: add --keep-serving SECONDS to curl it afterwards"
+    )
+    console.print(f"Prometheus metrics: {url} ({lasts})", highlight=False)
     return url
+
+
+def _explain_dropped_spans(spans: Sequence[ReadableSpan], console: Console) -> None:
+    """Say what a run span's ``ondine.llm_spans.dropped`` means: calls without a chat span of
+    their own under the span policy, all still counted in the metrics."""
+    from ondine_otel.config import BY_NAME, DEFAULTS, ConfigError, TelemetryConfig
+    from ondine_otel.telemetry import semconv
+
+    for span in spans:
+        dropped = (span.attributes or {}).get(semconv.ATTR_LLM_SPANS_DROPPED)
+        if span.name != semconv.SPAN_RUN or not dropped:
+            continue
+        try:
+            config = TelemetryConfig.from_settings()
+            limit, rate = config.llm_span_limit, config.llm_span_rate
+        except ConfigError:
+            limit, rate = DEFAULTS["llm_span_limit"], DEFAULTS["llm_span_rate"]
+        console.print(
+            f"{semconv.ATTR_LLM_SPANS_DROPPED}={dropped}: that many LLM calls got no chat span "
+            f"of their own. A run traces its first {limit} calls "
+            f"({BY_NAME['llm_span_limit'].env}), then failed calls and {rate:g} a second "
+            f"({BY_NAME['llm_span_rate'].env}), so a long run's trace stays small; every call "
+            "is still counted in the metrics below.",
+            highlight=False,
+        )
 
 
 def _keep_serving(seconds: float, url: str, console: Console) -> None:
     """Leave /metrics up after the run so it can be scraped; Ctrl-C ends the wait early."""
     if seconds <= 0:
+        console.print(
+            f"{url} closes now, with the demo; `ondine-otel demo --keep-serving 60` keeps it "
+            "up for a minute after the run",
+            highlight=False,
+        )
         return
     console.print(f"serving {url} for {seconds:g} s more (Ctrl-C to stop)", highlight=False)
     try:

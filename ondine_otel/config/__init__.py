@@ -9,6 +9,7 @@ from ondine_otel.config.errors import ConfigError
 from ondine_otel.config.masking import settings_table
 from ondine_otel.config.model import OtlpSettings, Source, TelemetryConfig, observer_config
 from ondine_otel.config.settings import (
+    BY_NAME,
     DEFAULTS,
     OTLP_GRPC_DEFAULT,
     OTLP_HTTP_DEFAULT,
@@ -19,11 +20,14 @@ from ondine_otel.config.settings import (
     SETTINGS,
     Setting,
     Signal,
+    otlp_chain,
+    per_signal_option,
     sdk_disabled,
     unrecognized_environment,
 )
 
 __all__ = [
+    "BY_NAME",
     "DEFAULTS",
     "OTLP_GRPC_DEFAULT",
     "OTLP_HTTP_DEFAULT",
@@ -39,6 +43,8 @@ __all__ = [
     "Source",
     "TelemetryConfig",
     "observer_config",
+    "otlp_chain",
+    "per_signal_option",
     "sdk_disabled",
     "settings_table",
     "unrecognized_environment",

@@ -29,7 +29,6 @@ from ondine_otel.config.masking import MASK, display, masked_raw
 from ondine_otel.config.parsers import Invalid
 from ondine_otel.config.settings import (
     BY_NAME,
-    DEFAULTS,
     EMPTY,
     EXPORTER_SIGNAL,
     OTLP_GRPC_DEFAULT,
@@ -41,20 +40,15 @@ from ondine_otel.config.settings import (
     SETTINGS,
     SIGNALS,
     Setting,
+    Settings,
     Signal,
+    otlp_chain,
+    per_signal_option,
 )
 
 __all__ = ["OtlpSettings", "Source", "TelemetryConfig", "observer_config"]
 
 Source = Literal["argument", "environment", "default"]
-
-
-def _default(name: str, *, hash: bool = True) -> Any:
-    """A dataclass field whose default is the settings table's (mappings via a factory)."""
-    value = DEFAULTS[name]
-    if isinstance(value, Mapping):
-        return field(default_factory=lambda: value, hash=False)
-    return field(default=value, hash=hash)
 
 
 def plain(value: object) -> object:
@@ -148,60 +142,22 @@ class OtlpSettings:
     compression: str
     certificate: str | None
 
+    def option(self, name: str) -> Any:
+        """The value of OTLP option ``name`` in the settings' own units (timeout in ms)."""
+        if name == "timeout":
+            return round(self.timeout_s * 1000)
+        return getattr(self, name)
+
 
 @dataclass(frozen=True, repr=False)
-class TelemetryConfig:
+class TelemetryConfig(Settings):
     """Every ondine-otel setting, validated at construction and immutable afterwards.
 
     Build it with ``from_settings()`` (arguments > environment > defaults) or
     ``from_dict()``; fields hold the configured values (``None`` = unset, falls back), and
     ``otlp_for()``, ``exporters_for()``, ``sampler_ratio`` and ``prometheus_address`` give
-    the effective ones. Field defaults come from ``DEFAULTS`` (the settings table).
+    the effective ones. The fields are the settings table's (``Settings``), inherited.
     """
-
-    disabled: bool = _default("disabled")
-    service_name: str = _default("service_name")
-    resource_attributes: Mapping[str, str] = _default("resource_attributes", hash=False)
-    traces_exporter: tuple[str, ...] | None = _default("traces_exporter")
-    metrics_exporter: tuple[str, ...] | None = _default("metrics_exporter")
-    traces_sampler: str = _default("traces_sampler")
-    traces_sampler_arg: float | None = _default("traces_sampler_arg")
-    otlp_endpoint: str | None = _default("otlp_endpoint")
-    otlp_traces_endpoint: str | None = _default("otlp_traces_endpoint")
-    otlp_metrics_endpoint: str | None = _default("otlp_metrics_endpoint")
-    otlp_protocol: str = _default("otlp_protocol")
-    otlp_traces_protocol: str | None = _default("otlp_traces_protocol")
-    otlp_metrics_protocol: str | None = _default("otlp_metrics_protocol")
-    otlp_headers: Mapping[str, str] = _default("otlp_headers", hash=False)
-    otlp_traces_headers: Mapping[str, str] | None = _default("otlp_traces_headers", hash=False)
-    otlp_metrics_headers: Mapping[str, str] | None = _default("otlp_metrics_headers", hash=False)
-    otlp_timeout: int = _default("otlp_timeout")
-    otlp_traces_timeout: int | None = _default("otlp_traces_timeout")
-    otlp_metrics_timeout: int | None = _default("otlp_metrics_timeout")
-    otlp_compression: str = _default("otlp_compression")
-    otlp_traces_compression: str | None = _default("otlp_traces_compression")
-    otlp_metrics_compression: str | None = _default("otlp_metrics_compression")
-    otlp_certificate: str | None = _default("otlp_certificate")
-    otlp_traces_certificate: str | None = _default("otlp_traces_certificate")
-    otlp_metrics_certificate: str | None = _default("otlp_metrics_certificate")
-    prometheus_host: str = _default("prometheus_host")
-    prometheus_port: int | None = _default("prometheus_port")
-    prometheus_process_metrics: bool = _default("prometheus_process_metrics")
-    pipeline_name: str = _default("pipeline_name")
-    pushgateway_url: str | None = _default("pushgateway_url")
-    pushgateway_username: str | None = _default("pushgateway_username")
-    pushgateway_password: str | None = _default("pushgateway_password")
-    pushgateway_grouping: Mapping[str, str] = _default("pushgateway_grouping", hash=False)
-    push_interval: float = _default("push_interval")
-    metric_export_interval: int = _default("metric_export_interval")
-    handle_signals: bool = _default("handle_signals")
-    shutdown_timeout: float = _default("shutdown_timeout")
-    llm_span_limit: int = _default("llm_span_limit")
-    llm_error_span_limit: int = _default("llm_error_span_limit")
-    llm_span_rate: float = _default("llm_span_rate")
-    progress_interval: float = _default("progress_interval")
-    label_limit: int = _default("label_limit")
-    capture_content: bool = _default("capture_content")
 
     # Where each value came from, for `ondine-otel check`; not a field, so not compared.
     _sources: ClassVar[Mapping[str, str]] = EMPTY
@@ -337,12 +293,11 @@ class TelemetryConfig:
         """
         _check_signal(signal)
 
-        def pick(suffix: str) -> Any:
-            specific = getattr(self, f"otlp_{signal}_{suffix}")
-            return getattr(self, f"otlp_{suffix}") if specific is None else specific
+        def pick(option: str) -> Any:
+            return getattr(self, self.otlp_setting(signal, option).name)
 
         protocol: str = pick("protocol")
-        specific_endpoint: str | None = getattr(self, f"otlp_{signal}_endpoint")
+        specific_endpoint: str | None = getattr(self, otlp_chain(signal, "endpoint")[0].name)
         if specific_endpoint is not None:
             endpoint = specific_endpoint
         elif protocol == "grpc":
@@ -357,6 +312,16 @@ class TelemetryConfig:
             compression=pick("compression"),
             certificate=pick("certificate"),
         )
+
+    def otlp_setting(self, signal: Signal, option: str) -> Setting:
+        """The setting whose value ``option`` takes for ``signal`` (``otlp_chain``'s rule).
+
+        ``ondine-otel check`` names its variable in advice, so the advice points at the
+        variable that is actually in effect.
+        """
+        _check_signal(signal)
+        specific, generic = otlp_chain(signal, option)
+        return specific if getattr(self, specific.name) is not None else generic
 
     @property
     def sampler_ratio(self) -> float:
@@ -388,20 +353,9 @@ class TelemetryConfig:
                 value = self.sampler_ratio
             elif setting.name == "prometheus_port" and self.prometheus_address is not None:
                 value = self.prometheus_address[1]
-            else:
-                for signal in SIGNALS:
-                    prefix = f"otlp_{signal}_"
-                    if setting.name.startswith(prefix):
-                        effective = self.otlp_for(signal)
-                        suffix = setting.name[len(prefix) :]
-                        value = {
-                            "endpoint": effective.endpoint,
-                            "protocol": effective.protocol,
-                            "headers": effective.headers,
-                            "timeout": round(effective.timeout_s * 1000),
-                            "compression": effective.compression,
-                            "certificate": effective.certificate,
-                        }[suffix]
+            elif (per_signal := per_signal_option(setting.name)) is not None:
+                signal, option = per_signal
+                value = self.otlp_for(signal).option(option)
             out[setting.name] = display(setting, value)
         return out
 

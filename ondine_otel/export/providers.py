@@ -15,7 +15,6 @@ import threading
 import uuid
 from typing import Any
 
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
@@ -39,6 +38,7 @@ from prometheus_client import (
 )
 
 from ondine_otel.config import OtlpSettings, TelemetryConfig
+from ondine_otel.export.prometheus_reader import PortablePrometheusReader
 from ondine_otel.export.registry import SerialRegistry
 from ondine_otel.export.sampler import RandomBitsRatioSampler
 from ondine_otel.export.watch import (
@@ -214,7 +214,7 @@ class PrometheusEndpoint:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
             GCCollector(registry=self.registry)
-        self.reader = PrometheusMetricReader(
+        self.reader = PortablePrometheusReader(
             disable_target_info=True, scope_info_enabled=False, registry=self.registry
         )
         self._server: Any = None

@@ -1,28 +1,48 @@
 """Pushing a batch job's metrics to a Prometheus Pushgateway.
 
-A batch job may end before Prometheus ever scrapes it, so we push: every `interval` seconds
-while runs are active, and once more when each run ends (success or failure).
+A batch job may end before Prometheus ever scrapes it, so we push: when each run starts, every
+`interval` seconds while runs are active, and once more when each run ends (success or
+failure).
 
-Groups (every grouping key also carries the `pushgateway_grouping` labels, e.g. `shard=3`, so
-parallel workers of one pipeline each own their groups and never overwrite each other):
-- `{job="ondine", pipeline=P}` holds the pipeline's counters, histograms and last-success
-  timestamp, pushed with push-add (POST): a failed run's push leaves the previous success time
-  in place. Series without a `pipeline` label (the `gen_ai_client_*` histograms) go into the
-  group of the process's own pipeline name, so each is pushed exactly once.
+Groups (every grouping key also carries the `pushgateway_grouping` labels, e.g. `shard=3`):
+- `{job="ondine", pipeline=P, instance=I}`, the process's own group: the pipeline's counters,
+  histograms and last-success gauge as this process counts them. `I` is unique per process
+  (host, pid and a random part; or the `instance` of `pushgateway_grouping` if set). Why not
+  one group per pipeline: successive processes would push into the same series, so a job
+  whose predecessor ended at `ondine_runs_total{status="error"} 1` and that fails before the
+  next scrape pushes 1 again, and no rule can see the failure. In a group of its own every
+  process starts new series: pushed at run start (errors at 0) they grow, and a process that
+  fails before its first scrape shows a series born at 1, which the alert rules also count
+  (deploy/prometheus/rules/ondine-recording.yml). Parallel workers need no distinct grouping
+  for their counters either. Series without a `pipeline` label (the `gen_ai_client_*`
+  histograms) go into the group of the process's own pipeline name, so each is pushed once.
+- `{job="ondine", pipeline=P}`, shared by the pipeline's processes: only its last-success
+  timestamp, replaced (PUT) when this process has a success newer than the last it sent. It
+  outlives every process group, so OndineNoRecentSuccess keeps working after the groups of
+  dead processes are cleaned.
 - `{job="ondine", pipeline=P, run_id=R}` holds the active-run gauges, replaced (PUT) while the
-  run is active and deleted when it ends. A killed run cannot delete its group, so the first
-  run of the next process in the same groups deletes every run group it does not own: one
-  worker per grouping key means such a group can only be a dead run's.
+  run is active and deleted when it ends.
+
+Cleaning up (the Pushgateway never expires anything): the first run of each pipeline in a
+process deletes, among the groups of the same pipeline and grouping labels,
+- process groups of other processes not pushed to for `STALE_GROUP_AGE_S`: a live process
+  pushes every `interval` while it runs, and 10 minutes is the alert rules' counter window, so
+  every value of a dead process has been scraped and judged before its group goes;
+- run groups it does not own: a killed run cannot delete its group, and with one worker per
+  grouping key such a group can only be a dead run's.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import queue
+import socket
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -35,6 +55,7 @@ from prometheus_client.exposition import (
     pushadd_to_gateway,
 )
 from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
 
 from ondine_otel.config import DEFAULTS
 from ondine_otel.export.registry import filtered
@@ -44,6 +65,13 @@ from ondine_otel.telemetry.registry import RunRegistry
 from ondine_otel.telemetry.run import RunTelemetry
 
 JOB = "ondine"
+#: The Pushgateway's per-process grouping label (its conventional one).
+INSTANCE = "instance"
+#: A process group nobody pushed to for this long belongs to a dead process.
+STALE_GROUP_AGE_S = 600.0
+LAST_SUCCESS = "ondine_last_success_timestamp_seconds"
+#: Host, pid (a forked worker differs from its parent) and a random part (pids are reused).
+_NONCE = uuid.uuid4().hex[:8]
 #: Pause before the one retry of a failed push: long enough for a restarting gateway's socket.
 RETRY_DELAY_S = 0.5
 #: One failure site for every request to the gateway: a dead gateway is one warning, not three.
@@ -53,15 +81,15 @@ _SITE = "pushing to the Pushgateway"
 class _Filtered:
     """A read-only view of a registry keeping only the samples `keep` accepts."""
 
-    def __init__(self, source: CollectorRegistry, keep: Callable[[dict[str, str]], bool]) -> None:
+    def __init__(self, source: CollectorRegistry, keep: Callable[[Sample], bool]) -> None:
         self._source = source
         self._keep = keep
 
     def collect(self) -> Iterator[Metric]:
-        return filtered(self._source.collect(), lambda sample: self._keep(sample.labels))
+        return filtered(self._source.collect(), self._keep)
 
 
-def _view(source: CollectorRegistry, keep: Callable[[dict[str, str]], bool]) -> CollectorRegistry:
+def _view(source: CollectorRegistry, keep: Callable[[Sample], bool]) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Filtered(source, keep))
     return registry
@@ -97,6 +125,7 @@ class PushgatewayPusher:
         self._home = None if home_pipeline is None else pipeline_label(home_pipeline)
         self._runs = runs  # the active runs are read from the run registry, never copied
         self._swept: set[str] = set()  # pipelines whose stale run groups were cleaned up
+        self._success_sent: dict[str, float] = {}  # pipeline -> last success time pushed
         self._closing = threading.Event()
         self._lock = threading.Lock()
         # Every push happens on one worker, in order: a finished run's final push and delete
@@ -119,30 +148,63 @@ class PushgatewayPusher:
             key[semconv.LABEL_RUN_ID] = run_id
         return key
 
+    def _process_key(self, pipeline: str) -> dict[str, str]:
+        own = self._grouping.get(INSTANCE) or f"{socket.gethostname()}-{os.getpid()}-{_NONCE}"
+        return {**self._key(pipeline), INSTANCE: own}
+
+    def _shared_key(self, pipeline: str) -> dict[str, str]:
+        return {k: v for k, v in self._key(pipeline).items() if k != INSTANCE}
+
     def push_pipeline(self, pipeline: str) -> None:
-        """Push-add the pipeline's counters and histograms (no run_id series)."""
+        """Push-add the pipeline's counters and histograms (no run_id series) to this
+        process's group, then a newer last success to the pipeline's shared group."""
         home = pipeline == self._home
 
-        def keep(labels: dict[str, str]) -> bool:
-            if semconv.LABEL_RUN_ID in labels:
+        def keep(sample: Sample) -> bool:
+            if semconv.LABEL_RUN_ID in sample.labels:
                 return False
-            own = labels.get(semconv.LABEL_PIPELINE)
+            own = sample.labels.get(semconv.LABEL_PIPELINE)
             return own == pipeline or (home and own is None)
 
         pushadd_to_gateway(
             self.url,
             job=JOB,
             registry=_view(self._registry, keep),
-            grouping_key=self._key(pipeline),
+            grouping_key=self._process_key(pipeline),
             timeout=self._timeout,
             handler=self._handler,
         )
+        self.push_last_success(pipeline)
+
+    def push_last_success(self, pipeline: str) -> None:
+        """Replace the shared group with this process's last success, if newer than sent."""
+
+        def keep(sample: Sample) -> bool:
+            return (
+                sample.name == LAST_SUCCESS
+                and sample.labels.get(semconv.LABEL_PIPELINE) == pipeline
+                and sample.value > 0
+            )
+
+        view = _view(self._registry, keep)
+        latest = max((s.value for m in view.collect() for s in m.samples), default=0.0)
+        if latest <= self._success_sent.get(pipeline, 0.0):
+            return
+        push_to_gateway(
+            self.url,
+            job=JOB,
+            registry=view,
+            grouping_key=self._shared_key(pipeline),
+            timeout=self._timeout,
+            handler=self._handler,
+        )
+        self._success_sent[pipeline] = latest
 
     def push_run(self, pipeline: str, run_id: str) -> None:
         """Replace the run's group with its current active-run gauges."""
 
-        def keep(labels: dict[str, str]) -> bool:
-            return labels.get(semconv.LABEL_RUN_ID) == run_id
+        def keep(sample: Sample) -> bool:
+            return sample.labels.get(semconv.LABEL_RUN_ID) == run_id
 
         push_to_gateway(
             self.url,
@@ -162,18 +224,22 @@ class PushgatewayPusher:
             handler=self._handler,
         )
 
-    def stale_runs(self, pipeline: str) -> list[str]:
-        """run_ids of this worker's run groups of `pipeline` on the gateway not active here."""
+    def _groups(self) -> list[dict[str, Any]]:
+        """Every group on the gateway (its /api/v1/metrics)."""
         request = urllib.request.Request(self.url.rstrip("/") + "/api/v1/metrics")
         if self._username is not None:
             token = f"{self._username}:{self._password or ''}".encode()
             request.add_header("Authorization", "Basic " + base64.b64encode(token).decode())
         with urllib.request.urlopen(request, timeout=self._timeout) as response:
-            groups = json.load(response).get("data") or []
+            groups: list[dict[str, Any]] = json.load(response).get("data") or []
+        return groups
+
+    def stale_runs(self, pipeline: str, groups: list[dict[str, Any]] | None = None) -> list[str]:
+        """run_ids of this worker's run groups of `pipeline` on the gateway not active here."""
         wanted = {"job": JOB, **self._key(pipeline)}
         active = {run.session_id for run in self._active_runs()}
         stale = []
-        for group in groups:
+        for group in self._groups() if groups is None else groups:
             labels = group.get("labels") or {}
             run_id = labels.get(semconv.LABEL_RUN_ID)
             others = {k: v for k, v in labels.items() if k != semconv.LABEL_RUN_ID}
@@ -181,10 +247,37 @@ class PushgatewayPusher:
                 stale.append(run_id)
         return stale
 
+    def stale_processes(self, pipeline: str, groups: list[dict[str, Any]]) -> list[str]:
+        """`instance`s of other processes' groups of `pipeline` (same grouping labels) that
+        nobody pushed to for STALE_GROUP_AGE_S."""
+        wanted = {"job": JOB, **self._shared_key(pipeline)}
+        own = self._process_key(pipeline)[INSTANCE]
+        stale = []
+        for group in groups:
+            labels = group.get("labels") or {}
+            instance = labels.get(INSTANCE)
+            if not instance or instance == own or semconv.LABEL_RUN_ID in labels:
+                continue
+            if {k: v for k, v in labels.items() if k != INSTANCE} != wanted:
+                continue
+            pushed = (group.get("push_time_seconds") or {}).get("metrics") or [{}]
+            if time.time() - float(pushed[0].get("value", 0)) > STALE_GROUP_AGE_S:
+                stale.append(instance)
+        return stale
+
     def sweep(self, pipeline: str) -> None:
-        """Delete the run groups a killed run left behind (see the module docstring)."""
-        for run_id in self.stale_runs(pipeline):
+        """Delete the groups dead processes and killed runs left behind (module docstring)."""
+        groups = self._groups()
+        for run_id in self.stale_runs(pipeline, groups):
             self.delete_run(pipeline, run_id)
+        for instance in self.stale_processes(pipeline, groups):
+            delete_from_gateway(
+                self.url,
+                job=JOB,
+                grouping_key={**self._shared_key(pipeline), INSTANCE: instance},
+                timeout=self._timeout,
+                handler=self._handler,
+            )
 
     def push_active(self) -> None:
         """One round of pushes for every active run (the periodic tick)."""
@@ -212,6 +305,9 @@ class PushgatewayPusher:
             self._swept.add(label)
             if first:
                 self._tasks.put(("sweep", label, ""))
+            # At once, not after `interval`: the run's series (errors at 0) are on the
+            # gateway before a fast failure.
+            self._tasks.put(("started", label, run.session_id))
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name="ondine-otel-pushgateway", daemon=True
@@ -253,6 +349,9 @@ class PushgatewayPusher:
             return
         for group in self._with_home({pipeline}):
             self._guarded(_SITE, self.push_pipeline, group)
+        if kind == "started":
+            self._guarded(_SITE, self.push_run, pipeline, run_id)
+            return
         self._guarded(_SITE, self.delete_run, pipeline, run_id)
 
     def close(self, timeout: float | None = None) -> None:

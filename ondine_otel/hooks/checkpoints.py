@@ -61,7 +61,7 @@ class CheckpointWrappers:
         if run is not None:
             try:
                 size = checkpoint_size(instance, run.session_id) if saved else None
-                run.checkpoint(bool(saved), size)
+                run.checkpoint(context, bool(saved), size)
                 if run.end_after_checkpoint is not None:
                     registry.end(run, run.end_after_checkpoint)
             except Exception as error:  # noqa: BLE001

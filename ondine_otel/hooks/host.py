@@ -13,6 +13,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ondine_otel.hooks.client import ClientPatches
+from ondine_otel.hooks.handovers import Handovers
 from ondine_otel.telemetry.registry import RunRegistry
 from ondine_otel.telemetry.run import RunListener
 
@@ -22,12 +23,16 @@ class Host(Protocol):
 
     registry: RunRegistry
     clients: ClientPatches
+    handovers: Handovers
 
     def auto_observer(self) -> Any:
         """The observer attached to every execute() while the instrumentor is on, or None."""
 
     def ensure_patched(self) -> None:
         """Apply the execute/StateManager wrappers if they are not applied yet."""
+
+    def ensure_router_logger(self) -> None:
+        """Register the litellm callback for failed router attempts, once per process."""
 
     def destinations(
         self,

@@ -118,9 +118,9 @@ class RunObserver(ExecutionObserver):
             host.ensure_patched()  # the safety net around this observer's runs
 
     def _run(self, context: Any) -> RunTelemetry | None:
-        """The run this observer owns for `context`, if any."""
+        """The run this observer drives `context`'s part of, if any."""
         run = self._host.registry.run(getattr(context, "session_id", None))
-        return run if run is not None and run.owner is self else None
+        return run if run is not None and run.owns(context, self) else None
 
     @guarded("on_pipeline_start")
     def on_pipeline_start(self, pipeline: Any, context: Any) -> None:
@@ -132,6 +132,28 @@ class RunObserver(ExecutionObserver):
             return  # another entry already traces this run
         self._host.ensure_patched()  # uninstrument() may have removed it since
         ensure_default_observers(pipeline)
+        call = execute_call.current()
+        stream = call.stream if call is not None else None
+        if stream is None:
+            self._start(pipeline, context, call)
+            return
+        with stream.lock:  # a pipelined stream starts two chunks at once
+            stream.chunks += 1
+            chunk = call.chunk if call is not None and call.chunk is not None else 0
+            if stream.run is None:
+                stream.run = self._start(pipeline, context, call)
+                return
+            run = stream.run
+        run.join(context, self, chunk, stream.row_offset(chunk))
+        registry.begin(run, session_id)
+        if call is not None:
+            call.parts.append((run, context))
+
+    def _start(
+        self, pipeline: Any, context: Any, call: execute_call.Call | None
+    ) -> RunTelemetry:
+        """A new run for `context` (a plain run, a stream's first chunk, a composed column)."""
+        registry = self._host.registry
         listeners: Sequence[RunListener]
         if self._listeners is not None:
             tracer_provider, listeners = self._tracer_provider, self._listeners
@@ -139,11 +161,22 @@ class RunObserver(ExecutionObserver):
             tracer_provider, listeners = self._host.destinations(
                 self._tracer_provider, self._meter_provider, self.label_limit
             )
+        tracer = tracer_for(tracer_provider)
+        group = call if call is not None else execute_call.Call()
+        stream, composition = group.stream, group.composition
+        extra: dict[str, Any] = {}
+        parent = None
+        if composition is not None:
+            parent = composition.parent_for(context, tracer)
+            extra[semconv.ATTR_COLUMN] = group.column
+        if stream is not None:
+            extra[semconv.ATTR_STREAM_METHOD] = stream.method
         provider, model = modelname.from_pipeline(pipeline)
         own = pipeline_settings(pipeline)
+        session_id = getattr(context, "session_id", None)
         run = RunTelemetry(
             context,
-            tracer_for(tracer_provider),
+            tracer,
             owner=self,
             pipeline_name=own.get("pipeline_name", self.pipeline_name),
             provider=provider,
@@ -156,22 +189,28 @@ class RunObserver(ExecutionObserver):
             listeners=listeners,
             restored=registry.take_restore(session_id),
             budget_usd=pipeline_budget(pipeline),
+            parent=parent,
+            chunk=None if stream is None else group.chunk or 0,
+            expected_rows=None if stream is None else stream.expected_rows,
+            attributes=extra,
         )
+        if composition is not None:
+            composition.runs.append(run)
         registry.begin(run)
-        call = execute_call.current()
         if call is not None:
-            call.runs.append(run)  # the safety net ends it if ondine does not
+            call.parts.append((run, context))  # the safety net ends it if ondine does not
         run.announce()
+        return run
 
     @guarded("on_stage_start")
     def on_stage_start(self, stage: Any, context: Any) -> None:
         run = self._run(context)
         if run is None:
             return
-        run.stage_started(_stage_name(stage))
+        run.stage_started(context, _stage_name(stage))
         llm_client = getattr(stage, "llm_client", None)
         if llm_client is not None:
-            self._watch_client(run, llm_client)
+            self._watch_client(run, (id(context), id(llm_client)), llm_client)
 
     @guarded("on_stage_complete")
     def on_stage_complete(self, stage: Any, context: Any, result: Any) -> None:
@@ -187,8 +226,8 @@ class RunObserver(ExecutionObserver):
             return
         llm_client = getattr(stage, "llm_client", None)
         if llm_client is not None:
-            run.run_cleanup(id(llm_client))
-        run.stage_ended(_stage_name(stage), error)
+            run.run_cleanup((id(context), id(llm_client)))
+        run.stage_ended(context, _stage_name(stage), error)
 
     @guarded("on_pipeline_complete")
     def on_pipeline_complete(self, context: Any, result: Any) -> None:
@@ -202,15 +241,15 @@ class RunObserver(ExecutionObserver):
     def on_progress_update(self, context: Any) -> None:
         run = self._run(context)
         if run is not None:
-            run.progress()
+            run.progress(context)
 
     def finish(self, context: Any, error: BaseException | None = None) -> None:
         """End this observer's run for `context` (idempotent) and forget it."""
         run = self._run(context)
-        if run is not None:
+        if run is not None and run.end_part(context, error):
             self._host.registry.end(run, error)
 
-    def _watch_client(self, run: RunTelemetry, llm_client: Any) -> None:
+    def _watch_client(self, run: RunTelemetry, key: object, llm_client: Any) -> None:
         """Record the stage's calls: through a wrapped client, else ondine's llm_call events."""
         clients = self._host.clients
         try:
@@ -230,7 +269,7 @@ class RunObserver(ExecutionObserver):
             restore_events()
             run.llm.wrapped = False
 
-        run.add_cleanup(id(llm_client), unwatch)
+        run.add_cleanup(key, unwatch)
 
 
 def _stage_name(stage: Any) -> str:

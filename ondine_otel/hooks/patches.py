@@ -13,20 +13,38 @@ Nothing is patched at import. `remove()` gives ondine back its own function obje
 
 from __future__ import annotations
 
+import importlib
 import threading
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
 from ondine_otel.hooks import execute_call
 from ondine_otel.hooks.checkpoints import CheckpointWrappers
+from ondine_otel.hooks.groups import COMPOSITION, GroupWrappers, HandedOver
 from ondine_otel.hooks.host import Host
 from ondine_otel.hooks.observer import RunObserver, ensure_default_observers
 from ondine_otel.telemetry.guard import quietly, report
 
 _PIPELINE = "ondine.api.pipeline"
+_COMPOSER = "ondine.api.pipeline_composer"
 _STATE = "ondine.orchestration.state_manager"
+#: (module, attribute) of everything wrapped, in the order it is wrapped.
+_TARGETS = (
+    (_PIPELINE, "Pipeline.execute"),
+    (_PIPELINE, "Pipeline._execute_stages"),
+    (_PIPELINE, "Pipeline.execute_async"),
+    (_PIPELINE, "Pipeline.execute_stream"),
+    (_PIPELINE, "Pipeline.execute_stream_async"),
+    (_PIPELINE, "Pipeline.execute_stream_pipelined"),
+    (_PIPELINE, "Pipeline._process_chunk_async"),
+    (_COMPOSER, "PipelineComposer.execute"),
+    (_STATE, "StateManager.save_checkpoint"),
+    (_STATE, "StateManager.load_checkpoint"),
+)
 
 
 class Patches:
@@ -35,6 +53,7 @@ class Patches:
     def __init__(self, host: Host) -> None:
         self._host = host
         self._checkpoints = CheckpointWrappers(host.registry)
+        self._groups = GroupWrappers(host)
         self._applied = False
         self._lock = threading.Lock()
 
@@ -42,17 +61,32 @@ class Patches:
     def applied(self) -> bool:
         return self._applied
 
+    def _wrappers(self) -> tuple[Any, ...]:
+        """The wrapper of each of `_TARGETS`, in order."""
+        groups = self._groups
+        return (
+            self._execute,
+            self._execute_stages,
+            groups.execute_async,
+            groups.execute_stream,
+            groups.execute_stream_async,
+            groups.execute_stream_pipelined,
+            groups.process_chunk,
+            groups.compose,
+            self._checkpoints.save,
+            self._checkpoints.load,
+        )
+
     def apply(self) -> None:
-        """Wrap execute, _execute_stages and StateManager's save/load (idempotent)."""
+        """Wrap ondine's entry points and StateManager's save/load (idempotent)."""
         if self._applied:
             return
         with self._lock:
             if self._applied:
                 return
-            wrap_function_wrapper(_PIPELINE, "Pipeline.execute", self._execute)
-            wrap_function_wrapper(_PIPELINE, "Pipeline._execute_stages", self._execute_stages)
-            wrap_function_wrapper(_STATE, "StateManager.save_checkpoint", self._checkpoints.save)
-            wrap_function_wrapper(_STATE, "StateManager.load_checkpoint", self._checkpoints.load)
+            for (module, name), wrapper in zip(_TARGETS, self._wrappers(), strict=True):
+                wrap_function_wrapper(module, name, wrapper)
+            self._host.ensure_router_logger()
             self._applied = True
 
     def remove(self) -> None:
@@ -60,13 +94,9 @@ class Patches:
         with self._lock:
             if not self._applied:
                 return
-            from ondine.api.pipeline import Pipeline
-            from ondine.orchestration.state_manager import StateManager
-
-            unwrap(Pipeline, "execute")
-            unwrap(Pipeline, "_execute_stages")
-            unwrap(StateManager, "save_checkpoint")
-            unwrap(StateManager, "load_checkpoint")
+            for module, name in _TARGETS:
+                owner_name, attribute = name.split(".")
+                unwrap(getattr(importlib.import_module(module), owner_name), attribute)
             self._applied = False
 
     def after_fork(self) -> None:
@@ -76,9 +106,22 @@ class Patches:
     def _execute(
         self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        observer = self._host.auto_observer()
+        handed: HandedOver | None = self._host.handovers.get("execute", instance)
+        composition = COMPOSITION.get()
+        call = execute_call.Call(
+            stream=handed.stream if handed is not None else None,
+            chunk=handed.chunk if handed is not None else None,
+            composition=composition,
+            column=None if composition is None else composition.columns.get(id(instance)),
+        )
+        # execute_async() and stream chunks run here on another thread: take the caller's
+        # OpenTelemetry context along, unless this thread has a span of its own.
+        joined = None
+        if handed is not None and not trace.get_current_span().get_span_context().is_valid:
+            joined = otel_context.attach(handed.context)
+        stream_observer = call.stream.observer if call.stream is not None else None
+        observer = stream_observer or self._host.auto_observer()
         attached = observer is not None and _attach(instance, observer)
-        call = execute_call.Call()
         token = execute_call.CURRENT.set(call)
         error: BaseException | None = None
         try:
@@ -91,6 +134,8 @@ class Patches:
             self._settle(call, error)
             if attached and observer is not None:
                 _detach(instance, observer)
+            if joined is not None:
+                otel_context.detach(joined)
 
     def _execute_stages(
         self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -118,11 +163,13 @@ class Patches:
     def _settle(self, call: execute_call.Call, error: BaseException | None) -> None:
         """Finish what ondine left open in this call; never raises."""
         registry = self._host.registry
-        for run in call.runs:
-            if run.finished:
-                continue
+        for run, context in call.parts:
             try:
-                registry.end(run, error)
+                if run.end_part(context, error):
+                    registry.end(run, error)
+                session_id = str(getattr(context, "session_id", ""))
+                if session_id != run.session_id:  # a stream's later chunk
+                    registry.release(session_id, run)
             except Exception as failure:  # noqa: BLE001
                 report("ending the run span", failure)
         for cleanup in call.cleanups:

@@ -30,8 +30,10 @@ from ondine_otel.config import DEFAULTS, ConfigError, TelemetryConfig
 from ondine_otel.export.exports import Exports, bind_metrics
 from ondine_otel.export.quiet_logs import OncePerLogger, quiet_export_logs
 from ondine_otel.hooks.client import ClientPatches
+from ondine_otel.hooks.handovers import Handovers
 from ondine_otel.hooks.observer import RunObserver
 from ondine_otel.hooks.patches import Patches
+from ondine_otel.hooks.router import router_logger
 from ondine_otel.runtime import signals
 from ondine_otel.runtime.handle import Telemetry
 from ondine_otel.telemetry.guard import OnceFilter, quietly, report
@@ -68,6 +70,7 @@ class Runtime:
     def __init__(self) -> None:
         self.registry = RunRegistry()
         self.clients = ClientPatches()
+        self.handovers = Handovers()
         self.patches = Patches(self)
         self.handle: Telemetry | None = None
         self._auto: RunObserver | None = None
@@ -75,6 +78,7 @@ class Runtime:
         # Providers we installed as the global ones: after our shutdown they are dead.
         self._ours: set[int] = set()
         self._warned_unexported = False
+        self._router_logger: Any = None
         # Re-entrant: set_up holds it across check, build and publish, and may release the
         # previous handle (which takes it too) on the way.
         self._lock = threading.RLock()
@@ -88,6 +92,15 @@ class Runtime:
 
     def ensure_patched(self) -> None:
         self.patches.apply()
+
+    def ensure_router_logger(self) -> None:
+        """litellm copies its callback list on first use and never sees removals: one logger
+        per process, registered once and left in place (it is inert outside a run)."""
+        if self._router_logger is None:
+            import litellm  # ondine's dependency; imported by the first patch, not at import
+
+            self._router_logger = router_logger()
+            litellm.callbacks.append(self._router_logger)
 
     def destinations(
         self,
@@ -244,6 +257,7 @@ class Runtime:
         self._lock = threading.RLock()
         self.registry.after_fork()
         self.clients.after_fork()
+        self.handovers.after_fork()
         self.patches.after_fork()
         self.failures.after_fork()
         for _, each in self._metrics:

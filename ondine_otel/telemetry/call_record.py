@@ -93,7 +93,14 @@ def from_response(
         prompt=_prompt(args, kwargs),
         system=kwargs.get("system_message"),
         completion=getattr(response, "text", None),
+        deployment=_model_id(metadata),
     )
+
+
+def _model_id(metadata: Any) -> str | None:
+    """The deployment a router chose (litellm's model id, which ondine copies over)."""
+    found = metadata.get("model_id") if isinstance(metadata, dict) else None
+    return str(found) if found else None
 
 
 def from_error(

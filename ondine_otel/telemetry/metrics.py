@@ -335,10 +335,10 @@ class OndineMetrics:
                 if self not in run.listeners or run.counted:
                     continue
                 labels = self._labels_of(run)
-                snap = run.snapshot()
-                active.append(ActiveRun(run, labels, snap))
+                readings = run.readings()
+                active.append(ActiveRun(run, labels, readings[0]))
                 counts[labels.pipeline] = counts.get(labels.pipeline, 0) + 1
-                for metric, key, value in labels.contributions(run.added(snap)):
+                for metric, key, value in labels.contributions(run.added(readings)):
                     into = totals.setdefault(metric, {})
                     into[key] = into.get(key, 0.0) + value
             reading = self._reading = Reading(now, active, totals, counts)

@@ -4,7 +4,8 @@ Hooks arrive from different places (legacy observer, `llm_call` events, StateMan
 metric readers and the Pushgateway on their own threads); this registry is how each finds the
 run it belongs to, and the one place that knows which runs are active. One map and one lock:
 an entry holds the active run of a session, the checkpoint restored for it until the resumed
-run starts, and a `with_observer("otel")` observer waiting for the run's stages to begin.
+run starts, and a `with_observer("otel")` observer waiting for the run's stages to begin. A
+stream's chunks are sessions of their own that all lead to the stream's one run.
 """
 
 from __future__ import annotations
@@ -56,28 +57,40 @@ class RunRegistry:
         return run if run is not None and not run.finished else None
 
     def runs(self) -> list[RunTelemetry]:
-        """Every run in the registry, those still finishing included (a collection counts a
-        run as active until its metrics have moved its totals to the finished ones)."""
+        """Every run in the registry, once each, those still finishing included (a collection
+        counts a run as active until its metrics have moved its totals to the finished ones)."""
         with self._lock:
-            return [entry.run for entry in self._entries.values() if entry.run is not None]
+            found = {id(e.run): e.run for e in self._entries.values() if e.run is not None}
+        return list(found.values())
 
     def active(self) -> list[RunTelemetry]:
         return [run for run in self.runs() if not run.finished]
 
-    def begin(self, run: RunTelemetry) -> None:
-        self._change(run.session_id, "run", run)
+    def begin(self, run: RunTelemetry, session_id: Any = None) -> None:
+        """`run` is the active run of `session_id` (default: its own; a stream's later chunks
+        are further sessions of the same run)."""
+        self._change(run.session_id if session_id is None else session_id, "run", run)
 
     def end(self, run: RunTelemetry, error: BaseException | None = None) -> bool:
-        """End `run` (idempotent) and forget it, whoever notices the end first."""
+        """End `run` (idempotent) and forget it under every session, whoever notices first."""
         ended = run.finish(error)
-        key = run.session_id
+        with self._lock:
+            for key, entry in list(self._entries.items()):
+                if entry.run is run:
+                    entry.run = None
+                    if entry.empty:
+                        del self._entries[key]
+        return ended
+
+    def release(self, session_id: Any, run: RunTelemetry) -> None:
+        """Forget `session_id` (a stream chunk that ended) if it still leads to `run`."""
+        key = str(session_id)
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry.run is run:
                 entry.run = None
                 if entry.empty:
                     del self._entries[key]
-        return ended
 
     # --- what waits for a run -------------------------------------------------------------
     def hold_restore(self, session_id: Any, restored: RestoredCheckpoint) -> None:

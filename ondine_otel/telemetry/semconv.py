@@ -40,6 +40,14 @@ ATTR_STAGE_INDEX = "ondine.stage.index"
 ATTR_STAGE_COST_USD = "ondine.stage.cost.usd"
 ATTR_STAGE_TOKENS = "ondine.stage.tokens"
 
+# --- groups of runs: streams, composed calls ----------------------------------------------
+ATTR_CHUNK_INDEX = "ondine.chunk.index"  # a stream chunk's stage spans and row events
+ATTR_STREAM_METHOD = "ondine.stream.method"  # the run span of a stream
+ATTR_STREAM_CHUNKS = "ondine.stream.chunks"
+SPAN_COMPOSITION = "ondine.composition"  # root of a PipelineComposer.execute() call
+ATTR_COMPOSITION_COLUMNS = "ondine.composition.columns"
+ATTR_COLUMN = "ondine.column"  # a composed call's column run
+
 # --- GenAI semantic conventions (LLM call spans) -----------------------------------------
 GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
 GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
@@ -71,6 +79,11 @@ OPENINFERENCE_LLM_TOKENS_TOTAL = "llm.token_count.total"
 EVENT_CHECKPOINT = "ondine.checkpoint"
 EVENT_CHECKPOINT_RESTORED = "ondine.checkpoint.restored"
 EVENT_PROGRESS = "ondine.progress"
+EVENT_ROW_FAILED = "ondine.row.failed"
+ATTR_ROW_INDEX = "ondine.row.index"  # the row's position in the user's input
+ATTR_ROW_REASON = "ondine.row.reason"  # ondine's reason: skipped | parse_failure
+ATTR_ROW_ERROR_MESSAGE = "ondine.row.error.message"  # redacted, at most 200 characters
+ATTR_ROW_EVENTS_DROPPED = "ondine.row_events.dropped"  # failed rows past the event limit
 
 ATTR_CHECKPOINT_ROW = "ondine.checkpoint.row"
 ATTR_CHECKPOINT_STAGE_INDEX = "ondine.checkpoint.stage_index"

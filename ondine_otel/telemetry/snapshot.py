@@ -87,3 +87,24 @@ def take(context: Any) -> RunSnapshot:
         tokens_input=tokens_input,
         tokens_output=tokens_output,
     )
+
+
+def _both(a: int | None, b: int | None) -> int | None:
+    return None if a is None and b is None else (a or 0) + (b or 0)
+
+
+ZERO = RunSnapshot(0, 0, 0, 0, 0.0, 0, None, None)
+
+
+def plus(a: RunSnapshot, b: RunSnapshot) -> RunSnapshot:
+    """Two readings added: a run made of several ondine contexts (a stream's chunks)."""
+    return RunSnapshot(
+        rows_total=a.rows_total + b.rows_total,
+        rows_processed=a.rows_processed + b.rows_processed,
+        rows_failed=a.rows_failed + b.rows_failed,
+        rows_skipped=a.rows_skipped + b.rows_skipped,
+        cost_usd=a.cost_usd + b.cost_usd,
+        tokens_total=a.tokens_total + b.tokens_total,
+        tokens_input=_both(a.tokens_input, b.tokens_input),
+        tokens_output=_both(a.tokens_output, b.tokens_output),
+    )

@@ -8,6 +8,7 @@ take the port meanwhile); busy ones are listening sockets.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -17,7 +18,12 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from ondine_otel.cli.check import check_otlp, check_prometheus_port, check_pushgateway
+from ondine_otel.cli.check import (
+    DISTRO_DEFAULTS,
+    check_otlp,
+    check_prometheus_port,
+    check_pushgateway,
+)
 from ondine_otel.cli.main import main
 from ondine_otel.config import TelemetryConfig
 from tests.support.otlp_receiver import OtlpGrpcReceiver, OtlpHttpReceiver
@@ -162,14 +168,142 @@ def test_per_signal_endpoint_without_path_is_explained(
     assert "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is used as-is" in line and "/v1/traces" in line
 
 
-def test_silent_endpoint_times_out(
+def test_traces_only_backend_gets_per_signal_advice(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    otlp_http_receiver: OtlpHttpReceiver,
+) -> None:
+    """A base URL that takes traces and answers 405 on /v1/metrics (Phoenix does)."""
+    otlp_http_receiver.signals = frozenset({"traces"})
+    base = otlp_http_receiver.endpoint
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", base)
+    code, out = check(capsys)
+    assert code == 1, out
+    assert f"ok    OTLP traces endpoint {base}/v1/traces" in out
+    (line,) = fail_lines(out)
+    assert line == (
+        f"OTLP metrics endpoint {base}/v1/metrics answered HTTP 405 Method Not Allowed: the "
+        "server takes no OTLP metrics (a traces-only backend answers so): replace "
+        f"OTEL_EXPORTER_OTLP_ENDPOINT by OTEL_EXPORTER_OTLP_TRACES_ENDPOINT={base}/v1/traces, "
+        "or set OTEL_METRICS_EXPORTER to none or prometheus, or "
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT to a receiver that takes metrics"
+    )
+    # Following the advice passes: metrics then default to no exporter.
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{base}/v1/traces")
+    code, out = check(capsys)
+    assert code == 0, out
+
+
+def test_silent_endpoint_names_the_checks_own_limit(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], busy_port: int
 ) -> None:
+    """The check gave up first (its --timeout): the job would wait its own 10 s."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"http://127.0.0.1:{busy_port}/t")
     code, out = check(capsys, "--timeout", "0.3")
     assert code == 1, out
     (line,) = fail_lines(out)
-    assert "did not answer within 0.3 s" in line and "OTEL_EXPORTER_OTLP_TIMEOUT" in line
+    assert line == (
+        f"OTLP traces endpoint http://127.0.0.1:{busy_port}/t did not answer within 0.3 s (this "
+        "check's --timeout): check the address in OTEL_EXPORTER_OTLP_TRACES_ENDPOINT and any "
+        "firewall on the way; the job waits up to 10 s per export (OTEL_EXPORTER_OTLP_TIMEOUT), "
+        "so if the server is just slow, run the check again with --timeout 10"
+    )
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_silent_endpoint_names_the_jobs_timeout_when_it_applied(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    busy_port: int,
+    protocol: str,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"http://127.0.0.1:{busy_port}/t")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", protocol)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "300")
+    code, out = check(capsys, "--timeout", "5")
+    assert code == 1, out
+    assert "the job's exports time out after 0.3 s, OTEL_EXPORTER_OTLP_TRACES_TIMEOUT" not in out
+    (line,) = fail_lines(out)
+    assert "did not answer within 0.3 s, the job's export timeout" in line, line
+    assert line.endswith(
+        "or raise OTEL_EXPORTER_OTLP_TRACES_TIMEOUT (now 300 ms) if the server is just slow"
+    )
+
+
+# --- the zero-code entry (opentelemetry-instrument with opentelemetry-distro) ---------------
+
+
+def test_distro_defaults_are_the_distros() -> None:
+    """DISTRO_DEFAULTS is what the installed opentelemetry-distro really sets."""
+    probe = (
+        "import json, os\n"
+        "before = dict(os.environ)\n"
+        "from opentelemetry.distro import OpenTelemetryDistro\n"
+        "OpenTelemetryDistro().configure()\n"
+        "print(json.dumps({k: v for k, v in os.environ.items() if before.get(k) != v}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    filled = json.loads(done.stdout)
+    assert {k: filled[k] for k in DISTRO_DEFAULTS} == dict(DISTRO_DEFAULTS)
+
+
+def test_protocol_mismatch_with_the_zero_code_entry_is_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    otlp_http_receiver: OtlpHttpReceiver,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_http_receiver.endpoint)
+    code, out = check(capsys)
+    assert code == 0, out
+    assert (
+        "warning: nothing sets the OTLP protocol: instrument() and this check use "
+        "http/protobuf, but a zero-code run (opentelemetry-instrument) uses grpc, "
+        "opentelemetry-distro's default; set OTEL_EXPORTER_OTLP_PROTOCOL so both agree, or "
+        "check that run with `ondine-otel check --zero-code`"
+    ) in out
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    code, out = check(capsys)
+    assert code == 0 and "nothing sets the OTLP protocol" not in out, out
+
+
+def test_zero_code_check_uses_the_distros_grpc_default(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    otlp_http_receiver: OtlpHttpReceiver,
+) -> None:
+    """Quick start #2 without a protocol: the zero-code run would speak gRPC to an HTTP port."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_http_receiver.endpoint)
+    code, out = check(capsys, "--zero-code", "--timeout", "5")
+    assert code == 1, out
+    assert "as a zero-code run" in out
+    (protocol,) = [line for line in out.splitlines() if line.split()[:1] == ["otlp_protocol"]]
+    assert protocol.split()[1:] == ["grpc", "opentelemetry-distro", "default", "(zero-code)"]
+    lines = fail_lines(out)
+    assert len(lines) == 2, out  # traces and metrics: the distro turns both exporters on
+    assert all("OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf" in line for line in lines), lines
+    assert otlp_http_receiver.requests() == []
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    code, out = check(capsys, "--zero-code")
+    assert code == 0, out
+    assert sorted(r.signal for r in otlp_http_receiver.requests()) == ["metrics", "traces"]
+
+
+def test_zero_code_check_passes_against_grpc(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    otlp_grpc_receiver: OtlpGrpcReceiver,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_grpc_receiver.endpoint)
+    code, out = check(capsys, "--zero-code")
+    assert code == 0, out
+    assert "accepts an empty grpc export" in out
+    assert "nothing sets the OTLP protocol" not in out
 
 
 # --- Prometheus ----------------------------------------------------------------------------

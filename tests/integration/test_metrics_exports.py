@@ -28,7 +28,7 @@ from ondine_otel.config import TelemetryConfig
 from ondine_otel.demo import OfflineLLMClient, build_demo_pipeline, load_reviews
 from ondine_otel.export import providers as exporters
 from ondine_otel.export.exports import bind_metrics
-from ondine_otel.export.pushgateway import JOB, PushgatewayPusher
+from ondine_otel.export.pushgateway import INSTANCE, JOB, LAST_SUCCESS, PushgatewayPusher
 from ondine_otel.instrumentor import OndineInstrumentor
 from ondine_otel.runtime import runtime
 from ondine_otel.telemetry import semconv
@@ -152,14 +152,18 @@ def gateway(pushgateway: Service) -> Iterator[Service]:
     wipe(pushgateway)
 
 
-def pushed_once(gateway: Service, name: str, runs: int) -> list[Any]:
-    """The pipeline's group once the final push of its `runs`-th run has landed.
+def pushed_once(gateway: Service, name: str, runs: int, rig: PushRig | None = None) -> list[Any]:
+    """The pipeline's samples (of `rig`'s process group only, when given) once the final push
+    of its `runs`-th run has landed.
 
     Final pushes happen on the pusher's worker thread, after execute() has returned.
     """
 
     def landed() -> list[Any] | None:
         samples = group(gateway_samples(gateway), name)
+        if rig is not None:
+            own = rig.pusher._process_key(name)[INSTANCE]
+            samples = [s for s in samples if s.labels.get(INSTANCE) == own]
         done = sum(s.value for s in samples if s.name == "ondine_runs_total")
         stale = run_id_samples(gateway_samples(gateway))
         return samples if done == runs and not stale else None
@@ -173,9 +177,15 @@ def test_pushgateway_keeps_counters_and_moves_last_success_only_on_success(
 ) -> None:
     name = "nightly-reviews"
     rig = start_push_rig(gateway.url, pipeline_name=name, interval=30.0)
+
+    def shared_success() -> float:
+        """The last success in the pipeline's shared group (no instance label)."""
+        samples = group(gateway_samples(gateway), name)
+        return value([s for s in samples if not s.labels.get(INSTANCE)], LAST_SUCCESS)
+
     try:
         ok = run_pipeline(build_demo_pipeline(load_reviews(20), checkpoint_dir=tmp_path / "ok"))
-        pushed = pushed_once(gateway, name, runs=1)
+        pushed = pushed_once(gateway, name, runs=1, rig=rig)
         assert value(pushed, "ondine_runs_total", status="success") == 1
         assert value(pushed, "ondine_cost_usd_total") == pytest.approx(
             float(ok.accumulated_cost), rel=1e-9
@@ -183,8 +193,9 @@ def test_pushgateway_keeps_counters_and_moves_last_success_only_on_success(
         assert value(pushed, "ondine_tokens_total") == ok.accumulated_tokens
         assert value(pushed, "ondine_tokens_total", type="input") == ok.run_progress.input_tokens
         assert value(pushed, "ondine_rows_processed_total") == 20
-        success_at = value(pushed, "ondine_last_success_timestamp_seconds")
+        success_at = value(pushed, LAST_SUCCESS)
         assert abs(success_at - time.time()) < 120
+        assert shared_success() == success_at
         assert run_id_samples(gateway_samples(gateway)) == []
 
         failing = build_demo_pipeline(
@@ -196,7 +207,7 @@ def test_pushgateway_keeps_counters_and_moves_last_success_only_on_success(
         )
         failed = run_pipeline(failing)
         assert float(failed.accumulated_cost) > 0
-        pushed = pushed_once(gateway, name, runs=2)
+        pushed = pushed_once(gateway, name, runs=2, rig=rig)
         assert value(pushed, "ondine_runs_total", status="error") == 1
         assert value(pushed, "ondine_runs_total", status="success") == 1
         assert value(pushed, "ondine_cost_usd_total") == pytest.approx(
@@ -206,12 +217,14 @@ def test_pushgateway_keeps_counters_and_moves_last_success_only_on_success(
             ok.accumulated_tokens + failed.accumulated_tokens
         )
         assert value(pushed, "ondine_rows_processed_total") == 20 + 5
-        assert value(pushed, "ondine_last_success_timestamp_seconds") == success_at
+        assert value(pushed, LAST_SUCCESS) == success_at
+        assert shared_success() == success_at
         assert run_id_samples(gateway_samples(gateway)) == []
     finally:
         rig.close()
 
-    # A later job process that only fails must not erase (or move) the last success either.
+    # A later job process that only fails must not erase (or move) the last success either:
+    # its own group starts new series, and the shared group keeps the first one's success.
     rig = start_push_rig(gateway.url, pipeline_name=name, interval=30.0)
     try:
         run_pipeline(
@@ -223,9 +236,14 @@ def test_pushgateway_keeps_counters_and_moves_last_success_only_on_success(
                 checkpoint_dir=tmp_path / "next-process",
             )
         )
-        pushed = pushed_once(gateway, name, runs=1)
+        pushed = pushed_once(gateway, name, runs=1, rig=rig)
         assert value(pushed, "ondine_runs_total", status="error") == 1
-        assert value(pushed, "ondine_last_success_timestamp_seconds") == success_at
+        assert value(pushed, "ondine_runs_total", status="success") == 0
+        assert shared_success() == success_at
+        newest = max(
+            s.value for s in group(gateway_samples(gateway), name) if s.name == LAST_SUCCESS
+        )
+        assert newest == success_at  # what the rules read: max by (pipeline)
         assert run_id_samples(gateway_samples(gateway)) == []
     finally:
         rig.close()

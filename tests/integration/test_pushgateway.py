@@ -1,5 +1,5 @@
-"""Pushgateway: every contract series pushed, shards kept apart, no dead run left behind,
-scrapes and pushes never racing, a failed push retried once and reported once.
+"""Pushgateway: every contract series pushed, shards kept apart, no dead run or process left
+behind, scrapes and pushes never racing, a failed push retried once and reported once.
 
 Jobs run in fresh interpreters through `instrument()` (global providers are once per process),
 against a real Pushgateway on 127.0.0.1.
@@ -14,19 +14,23 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from ondine_otel.export import pushgateway as pushgateway_module
 from ondine_otel.export.providers import PrometheusEndpoint
-from ondine_otel.export.pushgateway import _view
+from ondine_otel.export.pushgateway import PushgatewayPusher, _view
+from ondine_otel.telemetry.registry import RunRegistry
 from tests.support.services import Service
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -82,9 +86,7 @@ def test_the_genai_histograms_are_pushed_too(gateway: Service) -> None:
     names = {s.name for s in pushed}
     for family in ("gen_ai_client_operation_duration_seconds", "gen_ai_client_token_usage"):
         assert f"{family}_count" in names, sorted(names)
-    calls = [
-        s.value for s in pushed if s.name == "gen_ai_client_operation_duration_seconds_count"
-    ]
+    calls = [s.value for s in pushed if s.name == "gen_ai_client_operation_duration_seconds_count"]
     assert sum(calls) == 3  # one per LLM call, pushed once (in the pipeline's group)
     assert {s.labels["pipeline"] for s in pushed} == {"pg-all"}
     for name in ("ondine_runs_total", "ondine_rows_processed_total", "ondine_cost_usd_total"):
@@ -232,3 +234,47 @@ def test_a_failed_push_is_retried_once_and_reported_once(fail: int, warnings: in
         assert _Flaky.calls[0] == _Flaky.calls[1]
     else:  # every push tried exactly twice
         assert len(posts) % 2 == 0 and posts[0] == posts[1]
+
+
+def _push_time(gateway: Service, labels: dict[str, str]) -> float:
+    groups = json.loads(_request(f"{gateway.url}/api/v1/metrics"))["data"]
+    (group,) = [g for g in groups if g["labels"] == labels]
+    return float(group["push_time_seconds"]["metrics"][0]["value"])
+
+
+def test_groups_of_dead_processes_are_cleaned_and_live_ones_kept(
+    gateway: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new process deletes the groups of its pipeline's processes that nobody pushed to for
+    STALE_GROUP_AGE_S (dead: a live process pushes every interval), and nothing else: not a
+    recent peer's, not the shared last-success group, not another pipeline's or shard's."""
+    body = b'ondine_runs_total{status="error"} 1\n'
+    dead = {"job": "ondine", "pipeline": "swept", "instance": "dead-process"}
+    _request(f"{gateway.url}/metrics/job/ondine/pipeline/swept/instance/dead-process", "PUT", body)
+    # Let the dead group age (a condition on the gateway's own clock, not a fixed sleep).
+    wait_until(lambda: time.time() - _push_time(gateway, dead) > 2.0, timeout=10, interval=0.1)
+    kept = [
+        "pipeline/swept/instance/live-peer",  # pushed just now
+        "pipeline/swept",  # the shared group (last success)
+        "pipeline/other/instance/dead-elsewhere",  # another pipeline
+    ]
+    for path in kept:
+        _request(f"{gateway.url}/metrics/job/ondine/{path}", "PUT", body)
+    live = {"job": "ondine", "pipeline": "swept", "instance": "live-peer"}
+    # Stale means older than halfway between the two ages.
+    ages = [time.time() - _push_time(gateway, labels) for labels in (dead, live)]
+    monkeypatch.setattr(pushgateway_module, "STALE_GROUP_AGE_S", sum(ages) / 2)
+    pusher = PushgatewayPusher(
+        gateway.url, CollectorRegistry(), runs=RunRegistry(), pipeline_label=str
+    )
+    pusher.sweep("swept")
+    left = {
+        tuple(sorted(g["labels"].items()))
+        for g in json.loads(_request(f"{gateway.url}/api/v1/metrics"))["data"]
+    }
+    assert tuple(sorted(dead.items())) not in left
+    assert left == {
+        tuple(sorted(live.items())),
+        (("job", "ondine"), ("pipeline", "swept")),
+        (("instance", "dead-elsewhere"), ("job", "ondine"), ("pipeline", "other")),
+    }

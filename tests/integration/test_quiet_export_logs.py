@@ -30,7 +30,7 @@ from opentelemetry import trace
 records = []
 class Count(logging.Handler):
     def emit(self, record):
-        if record.name.startswith("opentelemetry"):
+        if record.name.startswith(("opentelemetry", "ondine_otel")):
             records.append(record.getMessage()[:80])
 logging.getLogger().addHandler(Count())
 
@@ -56,4 +56,8 @@ def test_a_refused_collector_is_logged_once_per_kind_not_per_batch() -> None:
     result = json.loads(lines[-1].removeprefix("RESULT "))
     assert result["records"], "the failure was not logged at all"
     assert len(result["records"]) == len(set(result["records"])), result["records"]
+    # ondine-otel's one line names the signal and the endpoint; the exporter's own per-batch
+    # and per-retry lines are dropped (counted).
+    (ours,) = [r for r in result["records"] if r.startswith("ondine-otel: exporting traces")]
+    assert "127.0.0.1" in ours
     assert result["suppressed"] >= 3  # four failed exports, each retried: repeats were dropped

@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from ondine_otel.instrumentor import OndineInstrumentor
+from ondine_otel import OtelObserver
 from ondine_otel.telemetry import semconv
 from tests.modes.offline import litellm_builder, reviews
 from tests.support.phoenix import spans, start_phoenix, trace_summary
@@ -39,7 +40,6 @@ def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 def test_phoenix_sees_one_chain_whose_calls_are_the_llm_spans_and_ondines_cost(
     phoenix: Service,
-    instrumented: OndineInstrumentor,
     tracer_provider: TracerProvider,
     span_exporter: InMemorySpanExporter,
     tmp_path: Path,
@@ -47,7 +47,9 @@ def test_phoenix_sees_one_chain_whose_calls_are_the_llm_spans_and_ondines_cost(
     tracer_provider.add_span_processor(
         BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{phoenix.url}/v1/traces"))
     )
-    result = litellm_builder(reviews(ROWS), tmp_path).build().execute()
+    pipeline = litellm_builder(reviews(ROWS), tmp_path).build()
+    pipeline.add_observer(OtelObserver(tracer_provider, MeterProvider()))
+    result = pipeline.execute()
     assert tracer_provider.force_flush(30_000)
 
     sent = span_exporter.get_finished_spans()

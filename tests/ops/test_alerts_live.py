@@ -15,6 +15,9 @@ import re
 import subprocess
 import sys
 import threading
+import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.ops.fast_rules import fast_rule_files
 from tests.support.services import (
     Service,
     alertmanager_alerts,
@@ -36,31 +40,22 @@ from tests.support.wait import free_port, wait_until
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-RULE_FILES = sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yml"))
 ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 JOB = ROOT / "deploy" / "demo" / "job.py"
 PIPELINE = "alerts-live"
 BUDGET_USD = 5.0
+RUNBOOK_BASE = next(
+    rule["labels"]["url"]
+    for group in yaml.safe_load(
+        (ROOT / "deploy/prometheus/rules/ondine-recording.yml").read_text()
+    )["groups"]
+    for rule in group["rules"]
+    if rule.get("record") == "ondine:runbook_base_url"
+)
 SHIPPED_WEBHOOK = re.compile(r"^http://127\.0\.0\.1:5001(/.*)$")
 
 
 # --- rewritten copies of the shipped files -----------------------------------------------
-
-
-def fast_rule_files(directory: Path) -> list[Path]:
-    """The shipped rule files with every group evaluated each second and every `for:` at 1 s."""
-    copies = []
-    for path in RULE_FILES:
-        document = yaml.safe_load(path.read_text())
-        for group in document["groups"]:
-            group["interval"] = "1s"
-            for rule in group["rules"]:
-                if "for" in rule:
-                    rule["for"] = "1s"
-        copy = directory / path.name
-        copy.write_text(yaml.safe_dump(document, sort_keys=False))
-        copies.append(copy)
-    return copies
 
 
 def fast_alertmanager_config(webhook_base: str) -> str:
@@ -219,7 +214,7 @@ def test_failed_rows_and_a_failed_run_reach_alertmanager(
                 "10 minutes: a run ended with an error instead of finishing. Its trace (span "
                 "ondine.pipeline with status ERROR) holds the exception."
             ),
-            "runbook_url": "deploy/RUNBOOKS.md#ondinerunfailed",
+            "runbook_url": f"{RUNBOOK_BASE}#ondinerunfailed",
         }
         assert [r["name"] for r in failed["receivers"]] == ["ondine-page"]
 
@@ -232,9 +227,7 @@ def test_failed_rows_and_a_failed_run_reach_alertmanager(
         assert ratio["annotations"]["summary"] == (
             f"Too many rows of pipeline {PIPELINE} fail or are skipped."
         )
-        assert ratio["annotations"]["runbook_url"] == (
-            "deploy/RUNBOOKS.md#ondinerowfailureratiohigh"
-        )
+        assert ratio["annotations"]["runbook_url"] == f"{RUNBOOK_BASE}#ondinerowfailureratiohigh"
         share = re.fullmatch(
             rf"([\d.]+)% of the rows pipeline {PIPELINE} processed in the last 10 minutes "
             r"failed or were skipped by the error policy \(threshold 5%\)\.",
@@ -283,13 +276,149 @@ def test_failed_rows_and_a_failed_run_reach_alertmanager(
             prometheus, f"max_over_time(run:ondine_run_cost_usd:projected{run}[5m])"
         )
         assert 0 < max(sample_values(projected)) < BUDGET_USD
+
+        check_runbook_queries(prometheus)
     finally:
         if job is not None:
             stop(job)
         prometheus.stop()
 
 
+# --- the runbooks' queries ------------------------------------------------------------------
+
+RUNBOOKS = ROOT / "deploy" / "RUNBOOKS.md"
+# Metrics of the stack's components, which this test's Prometheus does not scrape: their
+# queries must run, not return data.
+STACK_METRICS = re.compile(r"\b(otelcol|prometheus|alertmanager)_[a-z_]+|\bjob=~")
+
+
+def runbook_queries() -> list[str]:
+    """Every query of a ```promql block of deploy/RUNBOOKS.md (a block is one query)."""
+    blocks = re.findall(r"^ *```promql\n(.*?)^ *```$", RUNBOOKS.read_text(), re.M | re.S)
+    return [" ".join(block.split()) for block in blocks]
+
+
+def query_at(prometheus: Service, promql: str, at: float) -> list[dict[str, Any]]:
+    """An instant query at time ``at``; raises when Prometheus rejects the query."""
+    url = f"{prometheus.url}/api/v1/query?" + urllib.parse.urlencode(
+        {"query": promql, "time": f"{at:.3f}"}
+    )
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            payload = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        raise AssertionError(f"{promql}: {error.read().decode(errors='replace')}") from error
+    assert payload["status"] == "success", (promql, payload)
+    result: list[dict[str, Any]] = payload["data"]["result"]
+    return result
+
+
+def check_runbook_queries(prometheus: Service) -> None:
+    """Each runbook query runs on this Prometheus, with the live job's pipeline, run and
+    model in place of the placeholders; those over ondine's own series return data, at the
+    last moment a run was active (as during an incident) or now (after the runs)."""
+    queries = runbook_queries()
+    assert len(queries) >= 30, queries
+    # The run seen active longest (the first: the second crashes after 20 calls), at its
+    # last active moment.
+    budget = f'run:ondine_run_budget_usd:max{{pipeline="{PIPELINE}"}}'
+    seen = wait_for_query(prometheus, f"count_over_time({budget}[5m])")
+    longest = max(seen, key=lambda sample: float(sample["value"][1]))
+    run_id = longest["metric"]["run_id"]
+    active = f'timestamp(run:ondine_run_budget_usd:max{{run_id="{run_id}"}})'
+    (last,) = sample_values(wait_for_query(prometheus, f"max_over_time({active}[5m:1s])"))
+    model = wait_for_query(prometheus, "gen_ai_client_operation_duration_seconds_count")[0]
+    values = {
+        "<p>": PIPELINE,
+        "<id>": run_id,
+        "<model>": model["metric"]["gen_ai_request_model"],
+    }
+    empty = []
+    for query in queries:
+        concrete = query
+        for placeholder, value in values.items():
+            concrete = concrete.replace(placeholder, value)
+        assert "<" not in concrete.replace("<=", ""), f"unknown placeholder in {query}"
+        result = query_at(prometheus, concrete, last) or query_at(prometheus, concrete, time.time())
+        if not result and not STACK_METRICS.search(concrete):
+            empty.append(concrete)
+    assert empty == [], "runbook queries that return nothing:\n" + "\n".join(empty)
+
+
 def prometheus_alerts(prometheus: Service) -> Any:
     """Prometheus' own view of its alerts (pending and firing), for failure messages."""
     with urllib.request.urlopen(f"{prometheus.url}/api/v1/alerts", timeout=5) as response:
         return json.loads(response.read())["data"]["alerts"]
+
+
+def post_alerts(alertmanager: Service, alerts: list[dict[str, Any]]) -> None:
+    request = urllib.request.Request(
+        f"{alertmanager.url}/api/v2/alerts",
+        data=json.dumps(alerts).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+
+
+def test_a_days_long_critical_alert_never_hides_spend_or_budget(
+    alertmanager_factory: Callable[[str], Service], webhook: WebhookSink
+) -> None:
+    """The shipped inhibit rule on a real Alertmanager: OndineNoRecentSuccess (critical, can
+    last days) suppresses the pipeline's row warning, but neither its spend nor its budget
+    alert, which still reach the ticket receiver."""
+    alertmanager = alertmanager_factory(fast_alertmanager_config(webhook.url))
+    pipeline = {"pipeline": "nightly"}
+    post_alerts(
+        alertmanager,
+        [
+            {"labels": {"alertname": "OndineNoRecentSuccess", "severity": "critical", **pipeline}},
+            {
+                "labels": {
+                    "alertname": "OndineRowFailureRatioHigh",
+                    "severity": "warning",
+                    **pipeline,
+                }
+            },
+            {"labels": {"alertname": "OndineSpendRateHigh", "severity": "warning", **pipeline}},
+            {
+                "labels": {
+                    "alertname": "OndineRunProjectedOverBudget",
+                    "severity": "warning",
+                    "run_id": "6f1c",
+                    **pipeline,
+                }
+            },
+        ],
+    )
+
+    def settled() -> dict[str, dict[str, Any]] | None:
+        found = {a["labels"]["alertname"]: a for a in alertmanager_alerts(alertmanager)}
+        row = found.get("OndineRowFailureRatioHigh")
+        return found if len(found) == 4 and row and row["status"]["inhibitedBy"] else None
+
+    alerts = wait_until(settled, timeout=15, interval=0.25, message=lambda: "not inhibited")
+    source = alerts["OndineNoRecentSuccess"]["fingerprint"]
+    assert alerts["OndineRowFailureRatioHigh"]["status"]["inhibitedBy"] == [source]
+    for name in ("OndineSpendRateHigh", "OndineRunProjectedOverBudget"):
+        assert alerts[name]["status"] == {"inhibitedBy": [], "silencedBy": [], "state": "active"}
+        assert [r["name"] for r in alerts[name]["receivers"]] == ["ondine-ticket"]
+
+    def ticketed() -> set[str]:
+        return {
+            alert["labels"]["alertname"]
+            for path, payload in webhook.received
+            if path == "/ondine/warning"
+            for alert in payload["alerts"]
+        }
+
+    names = wait_until(
+        lambda: (
+            ticketed() >= {"OndineSpendRateHigh", "OndineRunProjectedOverBudget"} and ticketed()
+        ),
+        timeout=15,
+        interval=0.25,
+        message=lambda: str(webhook.received),
+    )
+    assert "OndineRowFailureRatioHigh" not in names

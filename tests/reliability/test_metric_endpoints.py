@@ -151,7 +151,7 @@ def test_a_bad_pushgateway_costs_the_job_nothing(
         "run ends on time, each push retried once, failure reported, shutdown bounded",
         f"wall {ratio:.2f}x the same set-up without Pushgateway; shutdown max {worst:.2f} s "
         f"(timeout {SHUTDOWN_TIMEOUT_S:g} s); "
-        + (f"{posts} push-add attempts for {REPETITIONS} run ends; " if posts is not None else "")
+        + (f"{posts} push-add attempts for {REPETITIONS} runs; " if posts is not None else "")
         + (f"the push landed (runs_total={landed:g}); " if not failing else "")
         + f"{len(lines)} log lines",
     )
@@ -160,8 +160,8 @@ def test_a_bad_pushgateway_costs_the_job_nothing(
     assert worst < SHUTDOWN_TIMEOUT_S + 0.25, result["shutdowns"]  # scheduling slack
     if failing:
         assert 1 <= len(lines) <= 3 and len(set(lines)) == len(lines), lines
-        if posts is not None:  # one run per set-up: its final push-add, then one retry
-            assert posts == 2 * REPETITIONS, posts
+        if posts is not None:  # one run per set-up: its start and final push-adds, each retried
+            assert posts == 2 * 2 * REPETITIONS, posts
     else:  # slow is not broken: no retry noise, and the real gateway got the push
         assert lines == [], lines
         assert landed >= 1

@@ -362,12 +362,14 @@ class OtlpHttpReceiver(_Store):
     Exporters take ``f"{r.endpoint}/v1/traces"`` (per-signal endpoint) or
     ``r.endpoint`` as OTEL_EXPORTER_OTLP_ENDPOINT. Set ``fail_with`` to an HTTP
     status (e.g. 503) to make it reject exports, for retry/drop tests; rejected
-    calls are counted in ``rejected`` and not stored.
+    calls are counted in ``rejected`` and not stored. ``signals`` narrows what it takes
+    (``{"traces"}`` for a traces-only backend, which answers 405 on the other path).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.fail_with: int | None = None
+        self.signals: frozenset[str] = frozenset({"traces", "metrics"})
         store = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -379,6 +381,9 @@ class OtlpHttpReceiver(_Store):
                 body = self.rfile.read(length)
                 if route is None:
                     self._reply(404, b"unknown OTLP path", "text/plain")
+                    return
+                if route[0] not in store.signals:
+                    self._reply(405, b"method not allowed", "text/plain")
                     return
                 if store.fail_with is not None:
                     store._reject()

@@ -59,6 +59,9 @@ def test_every_scenario_and_variant_ran(quick_run: tuple[dict[str, Any], str, st
             "ours_otlp_refused",
             "ours_otlp_hanging",
             "ondine_builtin",
+            "app_meter",
+            "otel_observer",
+            "zero_code",
         },
         "latency_4k": {"bare", "bare_2", "ours", "ours_no_chat_spans", "ondine_builtin"},
         "litellm": {"bare", "bare_2", "ours", "ondine_builtin", "openinference", "openllmetry"},
@@ -78,6 +81,8 @@ def test_every_scenario_and_variant_ran(quick_run: tuple[dict[str, Any], str, st
         assert found["ours"]["scrape_failures"] == 0
     instant = scenarios["instant_10k"]["variants"]
     assert instant["ours_otlp_hanging"]["hanging_connections"][0] >= 1
+    for name in ("app_meter", "otel_observer", "zero_code"):
+        assert instant[name]["target"] == "≤ 1.03× bare", name
     peers = scenarios["litellm"]["variants"]
     assert peers["openinference"]["uninstrumented_cleanly"] is True
     assert peers["openllmetry"]["uninstrumented_cleanly"] is True
@@ -104,6 +109,87 @@ def test_exports_reach_the_sink(quick_run: tuple[dict[str, Any], str, str]) -> N
     assert coverage["openinference"]["metrics"] == []
 
 
+def test_entries_on_the_applications_providers(
+    quick_run: tuple[dict[str, Any], str, str],
+) -> None:
+    doc, _, _ = quick_run
+    instant = doc["scenarios"]["instant_10k"]["variants"]
+    for name in ("app_meter", "otel_observer"):
+        evidence = instant[name]["evidence_per_run"][0]
+        # Spans in the application's in-memory exporter (run, stages, the first chat spans)
+        # and ondine series on its own Prometheus registry, scraped while the job ran.
+        assert evidence["spans"] > 3 and evidence["series"] > 0, name
+        assert instant[name]["scrape_failures"] == 0, name
+        assert instant[name]["exported_per_run"][0]["traces"] == [0, 0], name
+        # The bare runs after them are bare: ondine holds its own functions again.
+        assert instant[name]["uninstrumented_cleanly"] is True, name
+    assert instant["app_meter"]["left_patched"] == []
+    assert instant["zero_code"]["left_patched"] == []
+    # Zero-code: the distro's SDK exported traces and metrics to the sink over OTLP/HTTP.
+    zero = instant["zero_code"]["exported_per_run"][0]
+    assert zero["traces"][0] >= 1 and zero["metrics"][0] >= 1
+
+
+def test_dead_collectors_with_every_protocol(quick_run: tuple[dict[str, Any], str, str]) -> None:
+    doc, _, _ = quick_run
+    dead = doc["scenarios"]["dead_collector_3k"]
+    found = dead["variants"]
+    names = {
+        f"dead_{p}_{k}" for p in ("http", "grpc") for k in ("refused", "hanging", "unavailable")
+    }
+    assert set(found) == {"bare", "bare_2", "ours", *names}
+    assert len({r["cost_usd"] for r in found.values()}) == 1
+    assert found["ours"]["exported_per_run"][0]["traces"][0] >= 1
+    for name in names:
+        r = found[name]
+        assert r["exported_per_run"][0]["traces"] == [0, 0], name  # nothing reached the sink
+        assert r["shutdown_timeout_s"] == overhead.QUICK.failure_shutdown_timeout, name
+        assert r["shutdown_within_timeout"] in (True, False), name
+        assert r["within_target"] in (True, False), name
+        assert "shutdown ≤ its timeout" in r["target"], name
+        if name.endswith("hanging"):
+            assert r["hanging_connections"][0] >= 1, name
+        if name.endswith("unavailable"):  # the exporter reached the collector and was told 503
+            assert r["evidence_per_run"][0]["requests"] >= 1, name
+    assert dead["noise"]["time_ratio"] == found["bare_2"]["time_ratio"]
+
+
+def test_streamed_run(quick_run: tuple[dict[str, Any], str, str]) -> None:
+    doc, _, _ = quick_run
+    stream = doc["scenarios"]["stream_100k"]
+    assert stream["config"]["rows"] == overhead.QUICK.stream_rows
+    assert stream["config"]["half_rows"] == overhead.QUICK.stream_rows // 2
+    assert "execute_stream()" in stream["workload"]
+    found = stream["variants"]
+    assert set(found) == {"bare", "bare_2", "ours"}
+    assert len({r["cost_usd"] for r in found.values()}) == 1
+    assert set(stream["at_half"]) == {"bare", "ours"}
+    for name in ("bare", "ours"):
+        growth = stream["growth"][name]
+        assert growth["rss_delta_smaller_bytes"] is not None, name
+        assert growth["rss_delta_larger_bytes"] is not None, name
+    assert stream["growth"]["ours_over_bare_bytes"] is not None
+    assert found["ours"]["within_target"] in (True, False)
+
+
+def test_only_runs_a_subset(capsys: pytest.CaptureFixture[str]) -> None:
+    chosen = overhead._ROUNDS["instant_10k"].variants(overhead.QUICK)
+    ctx = overhead.Context(overhead.QUICK, None, frozenset({"app_meter", "zero_code"}))
+    assert [x.name for x in ctx.keep("instant_10k", chosen)] == [
+        "bare",
+        "bare_2",
+        "app_meter",
+        "zero_code",
+    ]
+    whole = overhead.Context(overhead.QUICK, None, frozenset({"instant_10k"}))
+    assert whole.keep("instant_10k", chosen) == tuple(chosen)
+    assert overhead._has_variant("instant_10k", frozenset({"zero_code"}), overhead.QUICK)
+    assert not overhead._has_variant("latency_4k", frozenset({"zero_code"}), overhead.QUICK)
+    with pytest.raises(SystemExit):
+        overhead.main(["--only", "app_meter,no_such_variant", "--no-write"])
+    assert "no_such_variant" in capsys.readouterr().err
+
+
 def test_memory_shutdown_and_scrape(quick_run: tuple[dict[str, Any], str, str]) -> None:
     doc, _, _ = quick_run
     memory = doc["scenarios"]["memory_100k"]["variants"]
@@ -128,6 +214,9 @@ def test_results_md_has_a_table_per_scenario(quick_run: tuple[dict[str, Any], st
     for name in doc["scenarios"]:
         assert f"## {name}" in text, name
     assert "| ours_otlp_hanging |" in text and "| openllmetry |" in text
+    for name in ("app_meter", "otel_observer", "zero_code", "dead_grpc_hanging"):
+        assert f"| {name} |" in text, name
+    assert "ours' growth over bare's" in text
     assert "Noise: bare_2 / bare" in text
     assert "wrote " in stdout
 

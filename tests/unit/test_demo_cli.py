@@ -233,3 +233,45 @@ def test_demo_falls_back_to_a_free_port_when_busy(
 @pytest.mark.parametrize("args", [["--metrics-port", "70000"], ["--keep-serving", "-1"]])
 def test_bad_metrics_arguments_are_usage_errors(args: list[str]) -> None:
     assert main(["demo", *args]) == 2
+
+
+def test_demo_output_reads_well_when_piped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Captured like a pipe (no terminal): the URL says how long it lives, a dropped-span count
+    is explained with the settings behind it, and no metrics row is folded across lines."""
+    monkeypatch.setenv("ONDINE_OTEL_LLM_SPAN_LIMIT", "5")
+    monkeypatch.setenv("ONDINE_OTEL_LLM_SPAN_RATE", "0")
+    args = _demo_args(tmp_path)
+    args[args.index("--failure-rate") + 1] = "0"
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    text = " ".join(out.split())
+
+    assert "(only while the demo runs: add --keep-serving SECONDS to curl it afterwards)" in text
+    assert "closes now, with the demo; `ondine-otel demo --keep-serving 60` keeps it up" in text
+    # 40 calls, no failures, the first 5 traced, no rate: 35 without a span of their own.
+    assert (
+        f"{semconv.ATTR_LLM_SPANS_DROPPED}=35: that many LLM calls got no chat span of their "
+        "own. A run traces its first 5 calls (ONDINE_OTEL_LLM_SPAN_LIMIT), then failed calls "
+        "and 0 a second (ONDINE_OTEL_LLM_SPAN_RATE)"
+    ) in text
+    series = "gen_ai_client_operation_duration_seconds"
+    rows = [line for line in out.splitlines() if series[:20] in line]
+    assert len(rows) >= 2 and all(series in line for line in rows), rows
+    table = out[out.index("Metrics summary") :].splitlines()
+    rule = next(i for i, line in enumerate(table) if "─" in line)
+    body = table[rule + 1 : next(i for i in range(rule + 1, len(table)) if not table[i].strip())]
+    assert len(body) >= 8
+    assert all(
+        len(line.split("   ")) >= 2 and line.split()[-1].startswith(("ondine", "gen_ai"))
+        for line in body
+    ), body  # every row whole: label, value, series on one line
+
+
+def test_demo_without_dropped_spans_explains_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(_demo_args(tmp_path)) == 0  # 40 calls: all within the default first 100
+    out = capsys.readouterr().out
+    assert "got no chat span of their own" not in out

@@ -18,7 +18,7 @@ LAZY_IMPORTS_ALLOWED = {PACKAGE / "cli"}
 #: Classes whose instances are immutable values or identities, not state.
 _VALUE_CLASSES = {
     "Decimal", "UUID", "TypeVar", "ContextVar", "InstrumentationScope", "MappingProxyType",
-    "Literal", "Path",
+    "Literal", "Path", "RunSnapshot",
 }  # fmt: skip
 
 

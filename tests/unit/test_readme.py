@@ -200,3 +200,17 @@ def test_telemetry_names_are_in_backticks() -> None:
     prose = CODE_SPAN.sub("", section(TELEMETRY_HEADING))
     bare = sorted({prose[m.start() : m.start() + 30].split()[0] for m in BARE_NAME.finditer(prose)})
     assert not bare, f"put these telemetry names in backticks: {bare}"
+
+
+# --- links ---------------------------------------------------------------------------------
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def test_links_work_on_pypi() -> None:
+    """The README is the package's long description: on PyPI a relative link or an in-page
+    anchor goes nowhere, so every link is an absolute https URL."""
+    links = LINK.findall(README.read_text(encoding="utf-8"))
+    assert links, "no links found: the pattern is wrong"
+    broken = [link for link in links if not link.startswith("https://")]
+    assert not broken, f"links that do not work on PyPI: {broken}"

@@ -1,0 +1,80 @@
+"""Failed deployment attempts inside a litellm Router call: ERROR `chat` spans of their own.
+
+With `with_router(model_list=[...])` ondine's client makes one `Router.acompletion` call; the
+Router fails over between deployments (429s, timeouts) inside it, so the client wrapper sees
+only the final outcome. litellm reports every attempt to its callbacks
+(`CustomLogger.async_log_failure_event`), in the call's own task, so the run is found in the
+OpenTelemetry context exactly as the client wrapper finds it. Each failed attempt becomes a
+`CallRecord` with its error and the deployment's safe identity (its `model_info` id, else its
+API host: never a key, and never litellm's raw parameters, which hold the key). The successful
+attempt stays the call's span, from the client wrapper.
+
+litellm copies its callback list on first use and never notices later removals, so one logger
+is registered per process and stays; it does nothing while no ondine run is current. litellm is
+imported only when the logger is made (the first entry that patches ondine), never by importing
+ondine_otel: its import adds global warning filters.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from time import time_ns
+from typing import Any
+from urllib.parse import urlsplit
+
+from ondine_otel.telemetry.call_record import CallRecord
+from ondine_otel.telemetry.guard import report
+from ondine_otel.telemetry.run import current_run
+
+
+def deployment_of(kwargs: dict[str, Any]) -> str | None:
+    """A deployment's safe identity from litellm's callback arguments."""
+    params = kwargs.get("litellm_params") or {}
+    info = params.get("model_info") or {}
+    if info.get("id"):
+        return str(info["id"])
+    base = params.get("api_base") or ""
+    try:
+        return urlsplit(str(base)).hostname or None
+    except ValueError:
+        return None
+
+
+def _ns(stamp: Any, default: int) -> int:
+    if isinstance(stamp, datetime):
+        return int(stamp.timestamp() * 1e9)
+    if isinstance(stamp, (int, float)):
+        return int(stamp * 1e9)
+    return default
+
+
+async def _record_failure(kwargs: Any, start_time: Any, end_time: Any) -> None:
+    """One failed attempt of a Router call, on the run current here (if any)."""
+    try:
+        run = current_run()
+        if run is None or run.finished or not isinstance(kwargs, dict):
+            return
+        if not ((kwargs.get("litellm_params") or {}).get("model_info")):
+            return  # a plain litellm call: the client wrapper records its outcome
+        error = kwargs.get("exception")
+        if not isinstance(error, BaseException):
+            return
+        end = _ns(end_time, time_ns())
+        run.llm.record(
+            CallRecord(_ns(start_time, end), end, error=error, deployment=deployment_of(kwargs))
+        )
+    except Exception as failure:  # noqa: BLE001 - litellm's call must go on
+        report("recording a failed router attempt", failure)
+
+
+def router_logger() -> Any:
+    """A litellm `CustomLogger` that records failed attempts (see the module docstring)."""
+    from litellm.integrations.custom_logger import CustomLogger
+
+    class RouterAttempts(CustomLogger):
+        async def async_log_failure_event(
+            self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+        ) -> None:
+            await _record_failure(kwargs, start_time, end_time)
+
+    return RouterAttempts()
