@@ -53,7 +53,9 @@ def _composed(tracer_provider: TracerProvider, tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("call", [_plain, _stream, _composed], ids=["execute", "stream", "composed"])
+@pytest.mark.parametrize(
+    "call", [_plain, _stream, _composed], ids=["execute", "stream", "composed"]
+)
 def test_only_chat_spans_are_llm_spans(
     call: Callable[[TracerProvider, Path], None],
     tracer_provider: TracerProvider,
