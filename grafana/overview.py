@@ -11,6 +11,7 @@ from typing import Any
 
 from ondine_otel.telemetry import semconv
 
+from . import batch
 from . import layout as g
 from . import promql as q
 from .thresholds import Thresholds
@@ -343,6 +344,7 @@ def build(limits: Thresholds) -> g.Json:
             width=8,
         ),
     )
+    grid.add(*batch.panels())
     return g.dashboard(
         UID, "ondine / Overview",
         "Spend, progress and failures of ondine LLM batch pipelines (ondine-otel metrics).",

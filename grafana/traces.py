@@ -47,6 +47,10 @@ QUERIES: dict[str, str] = {
         f'(span."{semconv.ATTR_ROWS_FAILED}" > 0 || span."{semconv.ATTR_ROWS_SKIPPED}" > 0)'
     ),
     "resumed": runs(f'span."{semconv.ATTR_RESUMED}" = true'),
+    "failed_rows": (
+        "{ " + RUN + " && " + PIPELINE + f' && event:name = "{semconv.EVENT_ROW_FAILED}" }}'
+        " | " + select(*RUN_COLUMNS)
+    ),
     "failed_calls": (
         "{ " + RUN + " && " + PIPELINE + " } >> { kind = client && status = error } | "
         + select(semconv.ERROR_TYPE, semconv.GEN_AI_REQUEST_MODEL, semconv.GEN_AI_PROVIDER_NAME)
@@ -127,6 +131,10 @@ def build() -> g.Json:
         run_table("Runs with failed or skipped rows", "Runs that finished but lost rows: "
                   "ondine.rows.failed or ondine.rows.skipped above 0 on the run span.",
                   QUERIES["failing_rows"]),
+        run_table("Which rows failed", "Runs with ondine.row.failed events: open a run's trace "
+                  "to read, per failed row, its index in the input (ondine.row.index), "
+                  "ondine's reason (skipped or parse_failure), the stage and a redacted "
+                  "message (at most 100 rows per run).", QUERIES["failed_rows"]),
         run_table("Failed LLM calls", "ERROR chat spans (CLIENT) under runs of the selected "
                   "pipelines, with error.type, model and provider.", QUERIES["failed_calls"]),
         run_table("Failed checkpoint saves", "Runs with an ondine.checkpoint event whose "

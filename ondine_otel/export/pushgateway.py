@@ -22,6 +22,10 @@ Groups (every grouping key also carries the `pushgateway_grouping` labels, e.g. 
   dead processes are cleaned.
 - `{job="ondine", pipeline=P, run_id=R}` holds the active-run gauges, replaced (PUT) while the
   run is active and deleted when it ends.
+- `{job="ondine", pipeline=P, run_id=R}` of a Batch-API job in flight (R is ondine's run
+  registry id): its gauges as the last process that looked at it saw them, replaced at each
+  change and deleted by the process that collects it. The sweep passes over these groups: a
+  job waiting at the provider for hours is not a dead run.
 
 Cleaning up (the Pushgateway never expires anything): the first run of each pipeline in a
 process deletes, among the groups of the same pipeline and grouping labels,
@@ -65,6 +69,10 @@ from ondine_otel.telemetry.registry import RunRegistry
 from ondine_otel.telemetry.run import RunTelemetry
 
 JOB = "ondine"
+#: Series of a Batch-API job in flight. Its group {job="ondine", pipeline=P, run_id=R} keeps
+#: the last state a process saw until a process collects the job (then it is deleted), so the
+#: sweep of dead runs' groups passes over groups holding these: a waiting job is not dead.
+BATCH_JOB_SERIES_PREFIX = "ondine_batch_job_"
 #: The Pushgateway's per-process grouping label (its conventional one).
 INSTANCE = "instance"
 #: A process group nobody pushed to for this long belongs to a dead process.
@@ -243,7 +251,8 @@ class PushgatewayPusher:
             labels = group.get("labels") or {}
             run_id = labels.get(semconv.LABEL_RUN_ID)
             others = {k: v for k, v in labels.items() if k != semconv.LABEL_RUN_ID}
-            if run_id and run_id not in active and others == wanted:
+            batch = any(str(name).startswith(BATCH_JOB_SERIES_PREFIX) for name in group)
+            if run_id and run_id not in active and others == wanted and not batch:
                 stale.append(run_id)
         return stale
 
@@ -308,11 +317,23 @@ class PushgatewayPusher:
             # At once, not after `interval`: the run's series (errors at 0) are on the
             # gateway before a fast failure.
             self._tasks.put(("started", label, run.session_id))
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._loop, name="ondine-otel-pushgateway", daemon=True
-                )
-                self._thread.start()
+            self._start_worker()
+
+    def batch_job_changed(self, pipeline: str, run_id: str, finished: bool) -> None:
+        """Queue a push of the batch job's group (its deletion once collected) and of the
+        pipeline's counters; the process's exit flush sends it (BatchListener)."""
+        label = self._pipeline_label(pipeline)
+        with self._lock:
+            self._start_worker()
+        self._tasks.put(("batch_finished" if finished else "batch", label, run_id))
+
+    def _start_worker(self) -> None:
+        """Start the push worker if it is not running (call with the lock held)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._loop, name="ondine-otel-pushgateway", daemon=True
+            )
+            self._thread.start()
 
     def run_finished(self, run: RunTelemetry, status: str, duration_s: float) -> None:
         """Queue the run's final push: the worker does it, the job does not wait for it."""
@@ -349,10 +370,10 @@ class PushgatewayPusher:
             return
         for group in self._with_home({pipeline}):
             self._guarded(_SITE, self.push_pipeline, group)
-        if kind == "started":
+        if kind in ("started", "batch"):  # an active run, or a batch job in flight
             self._guarded(_SITE, self.push_run, pipeline, run_id)
             return
-        self._guarded(_SITE, self.delete_run, pipeline, run_id)
+        self._guarded(_SITE, self.delete_run, pipeline, run_id)  # ended, or collected
 
     def close(self, timeout: float | None = None) -> None:
         """Send the queued final pushes, then stop; waits at most `timeout` seconds."""

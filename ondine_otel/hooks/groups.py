@@ -13,7 +13,8 @@ each user-level call is handed over explicitly, keyed by the pipeline object tha
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,26 @@ class HandedOver:
     context: otel_context.Context
     stream: Stream | None = None
     chunk: int | None = None
+
+
+@contextmanager
+def outcome(
+    end: Callable[[BaseException | None], None], stream: Stream | None = None
+) -> Iterator[None]:
+    """Run the body, then `end(error)` with how it ended: None, what it raised, or (for a
+    stream's generator closed before its end) a `StreamClosed`."""
+    error: BaseException | None = None
+    try:
+        yield
+    except GeneratorExit:
+        chunks = stream.chunks if stream is not None else 0
+        error = StreamClosed(f"the consumer stopped the stream after {chunks} chunks")
+        raise
+    except BaseException as raised:
+        error = raised
+        raise
+    finally:
+        end(error)
 
 
 def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], name: str, default: Any) -> Any:
@@ -74,17 +95,8 @@ class GroupWrappers:
                 ) -> Iterator[Any]:  # fmt: skip
         # A generator: like ondine's own, nothing starts before the first next().
         stream = self._open(pipeline, "execute_stream", chunk_size)
-        error: BaseException | None = None
-        try:
+        with outcome(lambda error: self._close(pipeline, stream, error), stream):
             yield from inner  # a close() reaches ondine's generator first (it stops the runner)
-        except GeneratorExit:
-            error = StreamClosed(f"the consumer stopped the stream after {stream.chunks} chunks")
-            raise
-        except BaseException as raised:
-            error = raised
-            raise
-        finally:
-            self._close(pipeline, stream, error)
 
     def execute_stream_async(
         self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -99,20 +111,17 @@ class GroupWrappers:
         if opened is not None:  # execute_stream runs this on its runner thread: same stream
             opened.chunk_size = chunk_size
         stream = opened or self._open(pipeline, "execute_stream_async", chunk_size)
-        error: BaseException | None = None
+
+        def end(error: BaseException | None) -> None:
+            if opened is None:  # a stream execute_stream opened is ended there
+                self._close(pipeline, stream, error)
+
         try:
-            async for item in inner:
-                yield item
-        except GeneratorExit:
-            error = StreamClosed(f"the consumer stopped the stream after {stream.chunks} chunks")
-            raise
-        except BaseException as raised:
-            error = raised
-            raise
+            with outcome(end, stream):
+                async for item in inner:
+                    yield item
         finally:
             await inner.aclose()  # type: ignore[attr-defined]
-            if opened is None:
-                self._close(pipeline, stream, error)
 
     def execute_stream_pipelined(
         self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -121,14 +130,8 @@ class GroupWrappers:
         stream = self._open(
             instance, "execute_stream_pipelined", _argument(args, kwargs, "chunk_size", 10000)
         )
-        error: BaseException | None = None
-        try:
+        with outcome(lambda error: self._close(instance, stream, error)):
             return wrapped(*args, **kwargs)
-        except BaseException as raised:
-            error = raised
-            raise
-        finally:
-            self._close(instance, stream, error)
 
     async def _chunk(self, wrapped: Any, stream: Stream, index: int, args: Any, kwargs: Any
                      ) -> Any:  # fmt: skip
@@ -180,12 +183,10 @@ class GroupWrappers:
         }
         composition = Composition(columns)
         token = COMPOSITION.set(composition)
-        error: BaseException | None = None
-        try:
-            return wrapped(*args, **kwargs)
-        except BaseException as raised:
-            error = raised
-            raise
-        finally:
+
+        def end(error: BaseException | None) -> None:
             COMPOSITION.reset(token)
             composition.end(error)
+
+        with outcome(end):
+            return wrapped(*args, **kwargs)

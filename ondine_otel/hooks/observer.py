@@ -117,6 +117,18 @@ class RunObserver(ExecutionObserver):
         if not self._disabled:
             host.ensure_patched()  # the safety net around this observer's runs
 
+    @property
+    def disabled(self) -> bool:
+        return self._disabled
+
+    def destinations(self) -> tuple[TracerProvider | None, Sequence[RunListener]]:
+        """Where this observer's runs (and batch jobs) report: tracer provider, listeners."""
+        if self._listeners is not None:
+            return self._tracer_provider, self._listeners
+        return self._host.destinations(
+            self._tracer_provider, self._meter_provider, self.label_limit
+        )
+
     def _run(self, context: Any) -> RunTelemetry | None:
         """The run this observer drives `context`'s part of, if any."""
         run = self._host.registry.run(getattr(context, "session_id", None))
@@ -154,13 +166,7 @@ class RunObserver(ExecutionObserver):
     ) -> RunTelemetry:
         """A new run for `context` (a plain run, a stream's first chunk, a composed column)."""
         registry = self._host.registry
-        listeners: Sequence[RunListener]
-        if self._listeners is not None:
-            tracer_provider, listeners = self._tracer_provider, self._listeners
-        else:
-            tracer_provider, listeners = self._host.destinations(
-                self._tracer_provider, self._meter_provider, self.label_limit
-            )
+        tracer_provider, listeners = self.destinations()
         tracer = tracer_for(tracer_provider)
         group = call if call is not None else execute_call.Call()
         stream, composition = group.stream, group.composition
@@ -260,14 +266,14 @@ class RunObserver(ExecutionObserver):
         if not wrapped:
             listen_to_llm_events(llm_client)
             return
-        run.llm.wrapped = True
+        run.llm.reporting(+1)
         run.llm.request = request_attributes(getattr(llm_client, "spec", None))
         restore_events = mute_own_events(llm_client)
 
         def unwatch() -> None:
             clients.unwrap(llm_client)
             restore_events()
-            run.llm.wrapped = False
+            run.llm.reporting(-1)
 
         run.add_cleanup(key, unwatch)
 

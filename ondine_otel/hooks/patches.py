@@ -23,6 +23,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
 from ondine_otel.hooks import execute_call
+from ondine_otel.hooks.batch import BatchWrappers
 from ondine_otel.hooks.checkpoints import CheckpointWrappers
 from ondine_otel.hooks.groups import COMPOSITION, GroupWrappers, HandedOver
 from ondine_otel.hooks.host import Host
@@ -54,6 +55,7 @@ class Patches:
         self._host = host
         self._checkpoints = CheckpointWrappers(host.registry)
         self._groups = GroupWrappers(host)
+        self._batch = BatchWrappers(host)
         self._applied = False
         self._lock = threading.Lock()
 
@@ -87,6 +89,7 @@ class Patches:
             for (module, name), wrapper in zip(_TARGETS, self._wrappers(), strict=True):
                 wrap_function_wrapper(module, name, wrapper)
             self._host.ensure_router_logger()
+            self._batch.apply()  # Batch-API jobs: submit, poll, collect, ondine's CLI
             self._applied = True
 
     def remove(self) -> None:
@@ -97,10 +100,12 @@ class Patches:
             for module, name in _TARGETS:
                 owner_name, attribute = name.split(".")
                 unwrap(getattr(importlib.import_module(module), owner_name), attribute)
+            self._batch.remove()
             self._applied = False
 
     def after_fork(self) -> None:
         self._lock = threading.Lock()
+        self._batch.after_fork()
 
     # --- wrappers ------------------------------------------------------------------------
     def _execute(

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry import metrics, trace
-from opentelemetry.metrics import MeterProvider
+from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import TracerProvider
@@ -62,6 +62,20 @@ class _FlushAfterRun:
 
     def checkpoint_saved(self, run: RunTelemetry, saved: bool) -> None:
         pass
+
+
+def _placeholder(provider: MeterProvider) -> bool:
+    """The API's stand-in for a MeterProvider nobody installed yet (or a no-op one).
+
+    Nothing is bound to it: its instruments would start forwarding to the SDK provider the
+    application installs later, where they would shadow the instruments of that provider's
+    own binding (the SDK keeps the first instrument registered under a name), so later runs'
+    numbers would never show.
+    """
+    return isinstance(provider, NoOpMeterProvider) or type(provider).__name__ in (
+        "_ProxyMeterProvider",
+        "ProxyMeterProvider",
+    )
 
 
 class Runtime:
@@ -127,7 +141,8 @@ class Runtime:
                 if bound is provider:
                     return found
             made = OndineMetrics(self.registry, label_limit=label_limit)
-            bind_metrics(made, provider)
+            if not _placeholder(provider):
+                bind_metrics(made, provider)
             self._metrics.append((provider, made))
             return made
 

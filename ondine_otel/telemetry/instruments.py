@@ -48,6 +48,28 @@ RUN_GAUGES: tuple[tuple[str, str, str], ...] = (
     (semconv.METRIC_RUN_BUDGET, "", "ondine's max_budget of the active run, in USD"),
 )
 
+#: (name, unit, description) of the Batch-API job counters (labels pipeline, provider, model).
+BATCH_COUNTERS: tuple[tuple[str, str, str], ...] = (
+    (semconv.METRIC_BATCH_JOBS_SUBMITTED, "{job}", "Batch-API jobs submitted"),
+    (semconv.METRIC_BATCH_JOBS_FINISHED, "{job}", "Batch-API jobs collected, by final status"),
+    (semconv.METRIC_BATCH_REQUESTS_SUBMITTED, "{request}", "Requests sent in Batch-API jobs"),
+    (semconv.METRIC_BATCH_REQUESTS, "{request}", "Collected Batch-API requests, by state"),
+)
+
+#: (name, unit, description) of the gauges of Batch-API jobs in flight (`run_id` label).
+BATCH_GAUGES: tuple[tuple[str, str, str], ...] = (
+    (semconv.METRIC_BATCH_JOB_REQUESTS, "{request}", "Requests of the job, by state"),
+    (semconv.METRIC_BATCH_JOB_SUBMITTED, "s", "Unix time the job was submitted"),
+    (semconv.METRIC_BATCH_JOB_DEADLINE, "s", "Unix time the job's completion window ends"),
+    (semconv.METRIC_BATCH_JOB_CHECKED, "s", "Unix time a process last looked at the job"),
+    (semconv.METRIC_BATCH_JOB_ESTIMATED_COST, "", "Estimated cost of the job in USD"),
+)
+
+#: Final statuses of a collected job (every one exists at 0 once a pipeline submits).
+BATCH_JOB_STATUSES: tuple[str, ...] = ("succeeded", "partial", "failed", "expired", "cancelled")
+#: States of a job's requests: the counters count completed and failed, the gauges all three.
+BATCH_REQUEST_STATES: tuple[str, ...] = ("completed", "failed")
+
 #: (provider, model, error_type) of a call, as the metric labels report them.
 CallKey = tuple[str, str, str | None]
 #: Attribute sets of one call key: (duration, input tokens, output tokens).

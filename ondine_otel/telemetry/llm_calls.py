@@ -58,8 +58,9 @@ class LLMCalls:
         self.capture_content = capture_content
         #: Request attributes of the client (temperature, max tokens), set when it is wrapped.
         self.request: dict[str, Any] = {}
-        #: True while a wrapped client reports the calls (ondine's llm_call events are ignored).
-        self.wrapped = False
+        #: Parts whose wrapped client reports the calls right now; while any does, ondine's
+        #: llm_call events are ignored (a stream's chunks share one client and overlap).
+        self.wrapped = 0
         self.emitted = 0
         self.error_spans = 0
         self.dropped = 0
@@ -68,6 +69,11 @@ class LLMCalls:
         self._by_route: dict[Any, _Resolved] = {}
         self._by_error: dict[str, _Resolved] = {}
         self._lock = threading.Lock()
+
+    def reporting(self, delta: int) -> None:
+        """A wrapped client starts (+1) or stops (-1) reporting this run's calls."""
+        with self._lock:
+            self.wrapped += delta
 
     # --- identity ------------------------------------------------------------------------
     def resolve(self, route: Any, error_type: str | None = None) -> _Resolved:

@@ -28,6 +28,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observa
 from ondine_otel.config import DEFAULTS
 from ondine_otel.telemetry import instruments, semconv
 from ondine_otel.telemetry.aggregation import CallAggregates, SeriesRecorder
+from ondine_otel.telemetry.batch_metrics import BatchMetrics, Contribution
 from ondine_otel.telemetry.guard import report
 from ondine_otel.telemetry.labels import LabelLimiter
 from ondine_otel.telemetry.points import PointProducer
@@ -164,6 +165,7 @@ class _Binding:
             semconv.METRIC_STAGE_DURATION, "s", "Per-stage wall time",
             explicit_bucket_boundaries_advisory=instruments.RUN_DURATION_BUCKETS,
         )  # fmt: skip
+        metrics.batch.bind(meter, _safe)
 
 
 class SdkCallInstruments:
@@ -232,6 +234,8 @@ class OndineMetrics:
         self._last_success: dict[str, float] = {}
         self._reading: Reading | None = None
         self.call_sinks: tuple[Callable[..., SeriesRecorder], ...] = (self._recorder_for,)
+        #: Batch-API jobs, reported through the same providers (tokens and cost: `retain`).
+        self.batch = BatchMetrics(self.labels, self.retain)
 
     # --- destinations --------------------------------------------------------------------
     def bind(self, provider: MeterProvider, *, produced: bool) -> bool:
@@ -258,6 +262,7 @@ class OndineMetrics:
         self._lock = threading.Lock()
         self.calls.after_fork()
         self.labels.after_fork()
+        self.batch.after_fork()
 
     # --- RunListener -------------------------------------------------------------------
     def run_started(self, run: RunTelemetry) -> None:
@@ -288,6 +293,13 @@ class OndineMetrics:
         for binding in self._bindings:
             binding.runs.add(1, attributes)
             binding.run_duration.record(duration_s, attributes)
+
+    def retain(self, contributions: Iterable[Contribution]) -> None:
+        """Add work finished outside a run (a collected batch job) to the counters' totals."""
+        with self._lock:
+            for name, key, value in contributions:
+                self._retained[name][key] += value
+            self._reading = None
 
     def stage_finished(self, run: RunTelemetry, stage: str, status: str, seconds: float) -> None:
         attributes = {

@@ -34,6 +34,24 @@ ATTR_LLM_PROVIDER = "ondine.llm.provider"
 #: The deployment that served (or failed) a call: a router's model id or the API host, never a key.
 ATTR_DEPLOYMENT = "ondine.llm.deployment"
 
+# --- Batch-API jobs (`with_execution_mode("provider_batch")`): spans and attributes --------
+# submit is a traced run in one process; status, poll and collect, in any later process, are
+# roots of their own traces with a Link to the submit root (read from a sidecar file beside
+# ondine's run registry).
+SPAN_BATCH_SUBMIT = "ondine.batch.submit"
+SPAN_BATCH_UPLOAD = "ondine.batch.upload"  # CLIENT: the JSONL upload and the job's creation
+SPAN_BATCH_STATUS = "ondine.batch.status"  # `ondine status RUN_ID`
+SPAN_BATCH_POLL = "ondine.batch.poll"  # CLIENT: ProviderBatchBackend.poll outside a command
+SPAN_BATCH_COLLECT = "ondine.batch.collect"  # `ondine collect RUN_ID`, or a collect by hand
+SPAN_BATCH_DOWNLOAD = "ondine.batch.download"  # CLIENT: the results' download and decoding
+ATTR_BATCH_RUN_ID = "ondine.batch.run_id"  # ondine's RunRegistry run id
+ATTR_BATCH_PROVIDER_JOB_ID = "ondine.batch.provider_job_id"
+ATTR_BATCH_STATUS = "ondine.batch.status"  # registry status, or the provider's when polled
+ATTR_BATCH_REQUESTS = "ondine.batch.requests"  # requests submitted
+ATTR_BATCH_REQUESTS_COMPLETED = "ondine.batch.requests.completed"
+ATTR_BATCH_REQUESTS_FAILED = "ondine.batch.requests.failed"
+ATTR_BATCH_ESTIMATED_COST_USD = "ondine.batch.estimated_cost.usd"
+
 # --- stage span attributes -------------------------------------------------------------
 ATTR_STAGE_NAME = "ondine.stage.name"
 ATTR_STAGE_INDEX = "ondine.stage.index"
@@ -118,6 +136,27 @@ METRIC_RUN_COST = "ondine.run.cost.usd"  # ondine_run_cost_usd
 METRIC_RUN_START = "ondine.run.start.timestamp"  # ondine_run_start_timestamp_seconds (unit s)
 METRIC_LAST_SUCCESS = "ondine.last_success.timestamp"  # ondine_last_success_timestamp_seconds
 METRIC_RUN_BUDGET = "ondine.run.budget.usd"  # ondine_run_budget_usd
+# Batch-API jobs: counters (labels pipeline, provider, model; + status / state).
+METRIC_BATCH_JOBS_SUBMITTED = "ondine.batch.jobs.submitted"  # ondine_batch_jobs_submitted_total
+METRIC_BATCH_JOBS_FINISHED = "ondine.batch.jobs.finished"  # ondine_batch_jobs_finished_total
+METRIC_BATCH_REQUESTS_SUBMITTED = (
+    "ondine.batch.requests.submitted"  # ondine_batch_requests_submitted_total
+)
+METRIC_BATCH_REQUESTS = "ondine.batch.requests"  # ondine_batch_requests_total{state}
+# Batch-API jobs in flight: gauges with a run_id label, reported while the job is not collected.
+METRIC_BATCH_JOB_REQUESTS = "ondine.batch.job.requests"  # ondine_batch_job_requests{state}
+METRIC_BATCH_JOB_SUBMITTED = (
+    "ondine.batch.job.submitted.timestamp"  # ondine_batch_job_submitted_timestamp_seconds
+)
+METRIC_BATCH_JOB_DEADLINE = (
+    "ondine.batch.job.deadline.timestamp"  # ondine_batch_job_deadline_timestamp_seconds
+)
+METRIC_BATCH_JOB_CHECKED = (
+    "ondine.batch.job.checked.timestamp"  # ondine_batch_job_checked_timestamp_seconds
+)
+METRIC_BATCH_JOB_ESTIMATED_COST = (
+    "ondine.batch.job.estimated_cost.usd"  # ondine_batch_job_estimated_cost_usd
+)
 METRIC_GENAI_DURATION = (
     "gen_ai.client.operation.duration"  # gen_ai_client_operation_duration_seconds
 )
@@ -142,6 +181,15 @@ PROMETHEUS_NAMES: tuple[str, ...] = (
     "ondine_run_start_timestamp_seconds",
     "ondine_last_success_timestamp_seconds",
     "ondine_run_budget_usd",
+    "ondine_batch_jobs_submitted_total",
+    "ondine_batch_jobs_finished_total",
+    "ondine_batch_requests_submitted_total",
+    "ondine_batch_requests_total",
+    "ondine_batch_job_requests",
+    "ondine_batch_job_submitted_timestamp_seconds",
+    "ondine_batch_job_deadline_timestamp_seconds",
+    "ondine_batch_job_checked_timestamp_seconds",
+    "ondine_batch_job_estimated_cost_usd",
     "gen_ai_client_operation_duration_seconds",
     "gen_ai_client_token_usage",
 )
@@ -154,6 +202,7 @@ LABEL_TYPE = "type"
 LABEL_STATUS = "status"
 LABEL_STAGE = "stage"
 LABEL_RUN_ID = "run_id"
+LABEL_STATE = "state"  # a batch job's requests: total | completed | failed
 OVERFLOW_LABEL_VALUE = "other"
 
 # --- names of this package inside ondine and OpenTelemetry -------------------------------

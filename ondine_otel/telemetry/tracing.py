@@ -78,11 +78,17 @@ def start_span_with_ids(
     parent: Context,
     attributes: Mapping[str, AttributeValue] | None = None,
     links: Sequence[Link] = (),
+    start_time: int | None = None,
 ) -> Span:
     """Start a span whose span id (and trace id, when it has no parent) are the given ones."""
     with _pinned(trace_id, span_id):
         return tracer.start_span(
-            name, context=parent, kind=SpanKind.INTERNAL, attributes=attributes, links=links
+            name,
+            context=parent,
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            links=links,
+            start_time=start_time,
         )
 
 

@@ -333,14 +333,17 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import ondine
 from ondine.api.pipeline import Pipeline
 from ondine.api.pipeline_builder import PipelineBuilder
+from ondine.api.pipeline_composer import PipelineComposer
 from ondine.observability.registry import ObserverRegistry
 from ondine.orchestration.state_manager import StateManager
 
 def state():
     return {
         "functions": {
-            "execute": id(vars(Pipeline)["execute"]),
-            "_execute_stages": id(vars(Pipeline)["_execute_stages"]),
+            **{name: id(vars(Pipeline)[name]) for name in (
+                "execute", "_execute_stages", "execute_async", "execute_stream",
+                "execute_stream_async", "execute_stream_pipelined", "_process_chunk_async")},
+            "compose": id(vars(PipelineComposer)["execute"]),
             "with_observer": id(vars(PipelineBuilder)["with_observer"]),
             "save_checkpoint": id(vars(StateManager)["save_checkpoint"]),
             "load_checkpoint": id(vars(StateManager)["load_checkpoint"]),
@@ -406,6 +409,8 @@ def test_uninstrument_gives_ondine_its_own_function_objects_back() -> None:
     before = result["before"]
     assert result["during"]["execute"] != before["execute"]
     assert result["during"]["save_checkpoint"] != before["save_checkpoint"]
+    assert result["during"]["execute_stream_async"] != before["execute_stream_async"]
+    assert result["during"]["compose"] != before["compose"]
     assert result["after_instrumentor"] == before
     assert result["after_handle"] == before
 

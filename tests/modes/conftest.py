@@ -2,10 +2,10 @@
 
 `telemetry` is parametrized over `instrument` (OndineInstrumentor on in-memory providers),
 `add_observer` (an OtelObserver on the same providers, added to the pipeline the user runs) and
-`with_observer` (ondine's named observer "otel", which uses the global providers: these are set
-once per process to an SDK provider with in-memory readers, and each test reads only what was
-added since it started). Only public names of ondine-otel are used, so the tests survive a
-rewrite of its internals.
+`with_observer` (ondine's named observer "otel", which uses the global providers: each test
+installs SDK providers with in-memory readers as the globals, as an application would at its
+start, and the previous globals come back after it). Only public names of ondine-otel are
+used, so the tests survive a rewrite of its internals.
 """
 
 from __future__ import annotations
@@ -26,35 +26,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import ondine_otel
+from benchmarks import app_globals
 
 ENTRIES = ("instrument", "add_observer", "with_observer")
 SPY = "modes-spy"
-
-
-@dataclass
-class _Global:
-    exporter: InMemorySpanExporter
-    reader: InMemoryMetricReader
-
-
-_global: _Global | None = None
-
-
-def _global_providers() -> _Global:
-    """SDK providers installed globally once per process (what a user's app would do)."""
-    global _global
-    if _global is None:
-        exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
-        tracer_provider = TracerProvider()
-        tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-        trace.set_tracer_provider(tracer_provider)
-        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
-        assert trace.get_tracer_provider() is tracer_provider, (
-            "tests/modes needs to install the global tracer provider, but something in this "
-            "process set one before; run tests/modes in a fresh process"
-        )
-        _global = _Global(exporter, reader)
-    return _global
 
 
 def _points(reader: InMemoryMetricReader) -> dict[tuple[str, frozenset[Any]], float]:
@@ -120,11 +95,13 @@ class Telemetry:
 def telemetry(request: pytest.FixtureRequest) -> Iterator[Telemetry]:
     name = "modes-" + uuid.uuid4().hex[:8]
     if request.param == "with_observer":
-        shared = _global_providers()
-        shared.exporter.clear()
-        yield Telemetry(
-            "with_observer", name, shared.exporter, shared.reader, baseline=_points(shared.reader)
-        )
+        exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+        with app_globals.fresh():
+            tracer_provider = TracerProvider()
+            tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+            trace.set_tracer_provider(tracer_provider)
+            metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+            yield Telemetry("with_observer", name, exporter, reader)
         return
     exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
     tracer_provider = TracerProvider()

@@ -10,7 +10,8 @@ real Prometheus see them.
   checker (no Tempo binary here).
 - Live: a real Prometheus scrapes an instrumented ondine job and its Pushgateway; every
   Prometheus query of both dashboards returns data for either source, during a long run and
-  after runs that succeeded, lost rows and failed; the spend panel equals the runs' cost.
+  after runs that succeeded, lost rows and failed, and Batch-API jobs collected and in flight;
+  the spend panel equals the runs' and the collected job's cost.
 """
 
 from __future__ import annotations
@@ -502,6 +503,34 @@ handle = ondine_otel.instrument(
 )
 emit(port=handle.prometheus_port)
 tmp = tempfile.mkdtemp()
+
+# Batch-API jobs (the provider stubbed at ondine's boundary): one collected, one left in flight.
+wait_for("batch")
+import litellm
+from ondine import PipelineBuilder
+from ondine.cli.main import cli
+from ondine.orchestration import RunRegistry
+from ondine_otel.demo.pipeline import PROMPT
+from tests.modes.batch_api_stub import COMPLETION_TOKENS, PROMPT_TOKENS, install
+
+def batch_job(rows):
+    return (PipelineBuilder.create()
+            .from_dataframe(load_reviews(rows), input_columns=["review"],
+                            output_columns=["sentiment"])
+            .with_prompt(PROMPT)
+            .with_llm(provider="openai", model="gpt-4o-mini", api_key="sk-offline")
+            .with_execution_mode("provider_batch").with_checkpoint_dir(tmp + "/batch").build())
+
+install(__import__("pathlib").Path(tmp) / "batch-api")
+registry = RunRegistry(tmp + "/batch")
+collected = batch_job(6).submit(registry=registry)
+batch_job(4).submit(registry=registry)
+emit(batch="submitted")
+wait_for("collect")
+cli(["collect", str(collected.run_id), "--checkpoint-dir", tmp + "/batch"], standalone_mode=False)
+price = litellm.model_cost["gpt-4o-mini"]
+emit(batch="collected", cost=6 * (PROMPT_TOKENS * price["input_cost_per_token_batches"]
+                                  + COMPLETION_TOKENS * price["output_cost_per_token_batches"]))
 run("success", build_demo_pipeline(load_reviews(30), checkpoint_dir=tmp + "/a", concurrency=4))
 run("failing_rows", build_demo_pipeline(
     load_reviews(40), failure_rate=0.3, checkpoint_dir=tmp + "/b", concurrency=4))
@@ -603,6 +632,19 @@ def test_every_panel_has_data_from_a_real_job_and_spend_equals_its_cost(
     port = job.next_event("port")["port"]
     prometheus = prometheus_factory([f"127.0.0.1:{port}", pushgateway.address])
     wait_for_query(prometheus, f'up{{instance="127.0.0.1:{port}"}} == 1', timeout=30)
+    # Two Batch-API jobs submitted; once Prometheus holds their outcomes at 0, one is collected.
+    job.say("batch")
+    job.next_event("batch")
+    for source in (SCRAPE_JOB, PUSH_JOB):
+        wait_for_query(prometheus, f'ondine_batch_jobs_finished_total{{job="{source}"}}',
+                       timeout=20)
+    job.say("collect")
+    job.next_event("batch")
+    for source in (SCRAPE_JOB, PUSH_JOB):
+        wait_for_query(
+            prometheus, f'sum(ondine_batch_jobs_finished_total{{job="{source}"}}) == 1',
+            timeout=20,
+        )
     for done, name in enumerate(("success", "failing_rows", "failed"), start=1):
         job.say("next")
         assert job.next_event("run")["run"] == name
