@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # Keep litellm (pulled in by ondine) from fetching its model cost map at import time.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: venv demo test test-lowest lint bench reliability clean
+.PHONY: venv phoenix demo test test-lowest lint bench reliability clean
 
 venv: $(VENV)/.installed
 
@@ -17,6 +17,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -e '.[test,bench]'
 	touch $@
 
+# Arize Phoenix (a trace store the tests feed) in a virtualenv of its own: its dependencies
+# clash with ondine's, and the tests only run its server.
+PHOENIX_VENV := .venv-phoenix
+phoenix: $(PHOENIX_VENV)/.installed
+$(PHOENIX_VENV)/.installed: tests/phoenix-requirements.txt
+	test -x $(PHOENIX_VENV)/bin/python || python3 -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PHOENIX_VENV)/bin/python -m pip install -q -r tests/phoenix-requirements.txt
+	touch $@
+
 demo: venv
 	$(VENV)/bin/ondine-otel demo
 
@@ -25,7 +35,7 @@ TRACEQL_GRAMMAR := grafana/lezer/node_modules/.package-lock.json
 $(TRACEQL_GRAMMAR): grafana/lezer/package-lock.json
 	npm ci --prefix grafana/lezer --no-audit --no-fund
 
-test: venv $(TRACEQL_GRAMMAR)
+test: venv phoenix $(TRACEQL_GRAMMAR)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The unit and integration suites once more, every direct dependency at the lowest version
@@ -58,5 +68,5 @@ reliability: venv
 	status=$$?; $(PY) -m tests.reliability.report $(RELIABILITY_FIGURES) docs/reliability.md && exit $$status
 
 clean:
-	rm -rf $(VENV) $(LOWEST_VENV) build dist .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(LOWEST_VENV) $(PHOENIX_VENV) build dist .mypy_cache .ruff_cache .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

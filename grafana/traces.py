@@ -22,7 +22,7 @@ RUN_COLUMNS = (
     semconv.ATTR_ROWS_FAILED,
     semconv.ATTR_ROWS_SKIPPED,
     semconv.ATTR_COST_USD,
-    semconv.GEN_AI_REQUEST_MODEL,
+    semconv.ATTR_LLM_MODEL,
 )
 
 

@@ -154,8 +154,9 @@ def _job_attributes(job: BatchJob) -> dict[str, Any]:
             semconv.ATTR_BATCH_RUN_ID: job.run_id,
             semconv.ATTR_BATCH_PROVIDER_JOB_ID: job.provider_job_id or None,
             semconv.ATTR_PIPELINE_NAME: job.pipeline or None,
-            semconv.GEN_AI_PROVIDER_NAME: job.provider,
-            semconv.GEN_AI_REQUEST_MODEL: job.model,
+            semconv.ATTR_LLM_PROVIDER: job.provider,
+            semconv.ATTR_LLM_MODEL: job.model,
+            semconv.OPENINFERENCE_SPAN_KIND: semconv.KIND_CHAIN,
         }
     )
 
@@ -350,7 +351,9 @@ class BatchWrappers:
             name,
             context=trace.set_span_in_context(op.root()),
             kind=kind,
-            attributes=span_attributes(attributes),
+            attributes=span_attributes(
+                {semconv.OPENINFERENCE_SPAN_KIND: semconv.KIND_CHAIN, **attributes}
+            ),
         )
 
     # --- submit ------------------------------------------------------------------------------
@@ -369,8 +372,9 @@ class BatchWrappers:
             started_ns=time.time_ns(),
             attributes={
                 semconv.ATTR_PIPELINE_NAME: destination.pipeline_name,
-                semconv.GEN_AI_PROVIDER_NAME: provider or "unknown",
-                semconv.GEN_AI_REQUEST_MODEL: model or "unknown",
+                semconv.ATTR_LLM_PROVIDER: provider or "unknown",
+                semconv.ATTR_LLM_MODEL: model or "unknown",
+                semconv.OPENINFERENCE_SPAN_KIND: semconv.KIND_CHAIN,
             },
         )
         return self._run(op, lambda: wrapped(*args, **kwargs))
@@ -446,8 +450,8 @@ class BatchWrappers:
                 semconv.SPAN_BATCH_UPLOAD,
                 SpanKind.CLIENT,
                 {
-                    semconv.GEN_AI_PROVIDER_NAME: op.provider,
-                    semconv.GEN_AI_REQUEST_MODEL: op.model,
+                    semconv.ATTR_LLM_PROVIDER: op.provider,
+                    semconv.ATTR_LLM_MODEL: op.model,
                     semconv.ATTR_BATCH_REQUESTS: requests,
                 },
             )
@@ -598,7 +602,10 @@ class BatchWrappers:
             semconv.SPAN_BATCH_DOWNLOAD,
             context=trace.set_span_in_context(parent) if parent is not None else None,
             kind=SpanKind.CLIENT,
-            attributes={semconv.ATTR_BATCH_PROVIDER_JOB_ID: job_id},
+            attributes={
+                semconv.ATTR_BATCH_PROVIDER_JOB_ID: job_id,
+                semconv.OPENINFERENCE_SPAN_KIND: semconv.KIND_CHAIN,
+            },
         )
         totals = [0, 0, 0, 0.0]  # responses, input tokens, output tokens, ondine's cost
         done = False

@@ -93,7 +93,10 @@ class Composition:
                 trace_id=mapped.trace_id,
                 span_id=ids.random_span_id(),
                 parent=parent_context(),
-                attributes={semconv.ATTR_COMPOSITION_COLUMNS: list(self.columns.values())},
+                attributes={
+                    semconv.ATTR_COMPOSITION_COLUMNS: list(self.columns.values()),
+                    semconv.OPENINFERENCE_SPAN_KIND: semconv.KIND_CHAIN,
+                },
             )
         return trace.set_span_in_context(self.span)
 

@@ -116,6 +116,11 @@ class LLMCalls:
             ),
             semconv.ERROR_TYPE: error_type,
             semconv.ATTR_DEPLOYMENT: call.deployment,
+            semconv.OPENINFERENCE_SPAN_KIND: semconv.KIND_LLM,
+            semconv.OPENINFERENCE_LLM_MODEL_NAME: model,
+            semconv.OPENINFERENCE_LLM_TOKENS_PROMPT: call.input_tokens,
+            semconv.OPENINFERENCE_LLM_TOKENS_COMPLETION: call.output_tokens,
+            semconv.OPENINFERENCE_LLM_TOKENS_TOTAL: _total(call.input_tokens, call.output_tokens),
         }
         if call.temperature is not None:
             attributes[semconv.GEN_AI_REQUEST_TEMPERATURE] = _number(call.temperature)
@@ -212,6 +217,11 @@ def _content(text: Any) -> str:
     if len(clean) <= CONTENT_LIMIT:
         return clean
     return clean[:CONTENT_LIMIT] + f"…[{len(clean) - CONTENT_LIMIT} characters cut]"
+
+
+def _total(input_tokens: Any, output_tokens: Any) -> int | None:
+    counts = [each for each in map(_integer, (input_tokens, output_tokens)) if each is not None]
+    return sum(counts) if counts else None
 
 
 def _number(value: Any) -> float | None:

@@ -226,8 +226,9 @@ class RunTelemetry:
                     semconv.ATTR_TRACE_ID: _text(original_trace_id) or "",
                     semconv.ATTR_ROWS_TOTAL: self.snapshot().rows_total,
                     semconv.ATTR_RESUMED: self.resumed,
-                    semconv.GEN_AI_REQUEST_MODEL: self.model,
-                    semconv.GEN_AI_PROVIDER_NAME: self.provider,
+                    semconv.ATTR_LLM_MODEL: self.model,
+                    semconv.ATTR_LLM_PROVIDER: self.provider,
+                    semconv.OPENINFERENCE_SPAN_KIND: semconv.KIND_CHAIN,
                     **extra,
                 }
             ),
@@ -383,6 +384,7 @@ class RunTelemetry:
                         # run's span: this finds an active run's trace from its run_id.
                         semconv.ATTR_SESSION_ID: self.session_id,
                         semconv.ATTR_CHUNK_INDEX: part.chunk,
+                        semconv.OPENINFERENCE_SPAN_KIND: semconv.KIND_CHAIN,
                     }
                 ),
             )

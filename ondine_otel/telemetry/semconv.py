@@ -27,6 +27,10 @@ ATTR_TOKENS_TOTAL = "ondine.tokens.total"
 ATTR_ROWS_PER_SECOND = "ondine.rows_per_second"
 ATTR_RESUMED = "ondine.resumed"
 ATTR_LLM_SPANS_DROPPED = "ondine.llm_spans.dropped"
+#: The pipeline's model and provider on the run span: not `gen_ai.*`, which would make trace
+#: stores that classify by GenAI attributes (Arize Phoenix) show the run as an LLM call.
+ATTR_LLM_MODEL = "ondine.llm.model"
+ATTR_LLM_PROVIDER = "ondine.llm.provider"
 #: The deployment that served (or failed) a call: a router's model id or the API host, never a key.
 ATTR_DEPLOYMENT = "ondine.llm.deployment"
 
@@ -62,7 +66,7 @@ SPAN_COMPOSITION = "ondine.composition"  # root of a PipelineComposer.execute() 
 ATTR_COMPOSITION_COLUMNS = "ondine.composition.columns"
 ATTR_COLUMN = "ondine.column"  # a composed call's column run
 
-# --- GenAI semantic conventions (LLM call spans, run span) ------------------------------
+# --- GenAI semantic conventions (LLM call spans) -----------------------------------------
 GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
 GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
 GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
@@ -75,6 +79,19 @@ GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
 GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
 GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
 ERROR_TYPE = "error.type"
+
+# --- OpenInference (what Arize Phoenix and other OpenInference stores read) -------------------
+#: Span kind: `CHAIN` on run and stage spans, `LLM` on LLM call spans. Stores that classify by
+#: it (Phoenix) then never count a run as an LLM call, and cost only the calls.
+OPENINFERENCE_SPAN_KIND = "openinference.span.kind"
+KIND_CHAIN = "CHAIN"
+KIND_LLM = "LLM"
+#: Model and token counts of an LLM call span, from which such stores price the call (they read
+#: no reported cost); the same values as the `gen_ai.*` attributes beside them.
+OPENINFERENCE_LLM_MODEL_NAME = "llm.model_name"
+OPENINFERENCE_LLM_TOKENS_PROMPT = "llm.token_count.prompt"
+OPENINFERENCE_LLM_TOKENS_COMPLETION = "llm.token_count.completion"
+OPENINFERENCE_LLM_TOKENS_TOTAL = "llm.token_count.total"
 
 # --- events ------------------------------------------------------------------------------
 EVENT_CHECKPOINT = "ondine.checkpoint"

@@ -170,17 +170,7 @@ def test_zero_code_instrumentation_traces_a_plain_job(tmp_path: Path) -> None:
     launcher = Path(sys.executable).with_name("opentelemetry-instrument")
     assert launcher.exists(), "opentelemetry-instrument comes with opentelemetry-instrumentation"
     with OtlpHttpReceiver() as receiver:
-        env = {
-            **os.environ,
-            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-            "OTEL_TRACES_EXPORTER": "otlp",
-            "OTEL_METRICS_EXPORTER": "none",
-            "OTEL_LOGS_EXPORTER": "none",
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-            "OTEL_SERVICE_NAME": "nightly-job",
-            "OTEL_BSP_SCHEDULE_DELAY": "100",
-        }
+        env = receiver.job_env(OTEL_SERVICE_NAME="nightly-job")
         done = subprocess.run(
             [str(launcher), sys.executable, str(job)],
             env=env,

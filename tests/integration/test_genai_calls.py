@@ -191,6 +191,18 @@ def test_each_litellm_call_is_a_chat_span_under_llm_invocation_with_semconv_hist
         assert attrs[semconv.GEN_AI_REQUEST_MODEL] == "gpt-4o-mini"
         assert count(call, semconv.GEN_AI_USAGE_INPUT_TOKENS) > 0
         assert count(call, semconv.GEN_AI_USAGE_OUTPUT_TOKENS) > 0
+        # The same call in OpenInference terms, from which Phoenix-like stores price it.
+        assert attrs[semconv.OPENINFERENCE_SPAN_KIND] == semconv.KIND_LLM
+        assert attrs[semconv.OPENINFERENCE_LLM_MODEL_NAME] == "gpt-4o-mini"
+        assert count(call, semconv.OPENINFERENCE_LLM_TOKENS_PROMPT) == count(
+            call, semconv.GEN_AI_USAGE_INPUT_TOKENS
+        )
+        assert count(call, semconv.OPENINFERENCE_LLM_TOKENS_COMPLETION) == count(
+            call, semconv.GEN_AI_USAGE_OUTPUT_TOKENS
+        )
+        assert count(call, semconv.OPENINFERENCE_LLM_TOKENS_TOTAL) == count(
+            call, semconv.GEN_AI_USAGE_INPUT_TOKENS
+        ) + count(call, semconv.GEN_AI_USAGE_OUTPUT_TOKENS)
         assert call.start_time is not None and call.end_time is not None
         assert call.start_time <= call.end_time
     # The calls' usage is exactly what ondine billed.

@@ -14,7 +14,7 @@ TODO(issue 14, proposal in the mode notes; settle the names in the telemetry con
   it), `ondine.batch.status`, `ondine.batch.collect` (roots of their own traces, each with a
   Link to the submit root, read from a sidecar file next to ondine's run registry);
   attributes `ondine.batch.run_id` (ondine's RunRegistry id), `ondine.batch.provider_job_id`,
-  `ondine.batch.requests` (requests submitted), `gen_ai.provider.name`, `gen_ai.request.model`;
+  `ondine.batch.requests` (requests submitted), `ondine.llm.provider`, `ondine.llm.model`;
   collect adds `ondine.batch.requests.completed` / `.failed`, `ondine.tokens.input` /
   `.output`, `ondine.cost.usd`.
 - metrics: `ondine.batch.jobs.submitted` {pipeline, provider, model},

@@ -8,6 +8,7 @@ receivers share one thread-safe store and the same query helpers.
 from __future__ import annotations
 
 import gzip
+import os
 import threading
 import zlib
 from collections.abc import Callable, Mapping
@@ -188,28 +189,32 @@ class _Store:
         )
         return result
 
-    def _metrics(self) -> list[tuple[Attributes, metrics_pb2.Metric]]:
+    def _metrics(self, scope: str | None = None) -> list[tuple[Attributes, metrics_pb2.Metric]]:
         out: list[tuple[Attributes, metrics_pb2.Metric]] = []
         for req in self.requests("metrics"):
             assert isinstance(req.message, metrics_service_pb2.ExportMetricsServiceRequest)
             for rm in req.message.resource_metrics:
                 resource = attributes(rm.resource.attributes)
                 for sm in rm.scope_metrics:
-                    out.extend((resource, m) for m in sm.metrics)
+                    if scope is None or sm.scope.name == scope:
+                        out.extend((resource, m) for m in sm.metrics)
         return out
 
     def metric_names(self) -> set[str]:
         return {m.name for _, m in self._metrics()}
 
-    def metric_points(self, name: str) -> list[tuple[Attributes, MetricValue]]:
-        """Current value per attribute set (and resource) of metric ``name``.
+    def metric_points(
+        self, name: str, scope: str | None = None
+    ) -> list[tuple[Attributes, MetricValue]]:
+        """Current value per attribute set (and resource) of metric ``name`` (from instrumentation
+        scope ``scope`` only, when given: another instrumentor may record the same name).
 
         Cumulative sums and gauges keep the latest point; delta sums and
         histograms are added up, so callers see totals whatever temporality
         the exporter was configured with.
         """
         merged: dict[tuple[Any, ...], tuple[int, Attributes, MetricValue]] = {}
-        for resource, metric in self._metrics():
+        for resource, metric in self._metrics(scope):
             if metric.name != name:
                 continue
             kind = metric.WhichOneof("data")
@@ -424,6 +429,21 @@ class OtlpHttpReceiver(_Store):
             daemon=True,
         )
         self._thread.start()
+
+    def job_env(self, **overrides: str) -> dict[str, str]:
+        """This process's environment plus the `OTEL_*` settings of a job (a subprocess) that
+        exports traces here over OTLP/HTTP, quickly; `overrides` on top (metrics, service)."""
+        return {
+            **os.environ,
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            **overrides,
+        }
 
     def close(self) -> None:
         self._server.shutdown()

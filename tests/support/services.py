@@ -32,12 +32,12 @@ def _running_in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
-def find_binary(name: str) -> str:
+def find_binary(name: str, hint: str | None = None) -> str:
     """Locate ``name`` on PATH; skip locally, fail in CI (which installs it)."""
     path = shutil.which(name)
     if path:
         return path
-    hint = (
+    hint = hint or (
         f"{name} not installed (Debian: apt-get install prometheus prometheus-pushgateway "
         "prometheus-alertmanager)"
     )
@@ -94,9 +94,17 @@ class Service:
 
 
 def _start(
-    name: str, workdir: Path, make_cmd: Callable[[int], list[str]], timeout: float
+    name: str,
+    workdir: Path,
+    make_cmd: Callable[[int], list[str]],
+    timeout: float,
+    *,
+    ready_path: str = "/-/ready",
+    make_env: Callable[[int], dict[str, str]] | None = None,
 ) -> Service:
-    """Launch, then poll ``/-/ready``; retry on a new port if the process dies early."""
+    """Launch, then poll ``ready_path``; retry on a new port if the process dies early.
+
+    ``make_env(port)``: extra environment for servers told their port that way."""
     log_path = workdir / f"{name}.log"
     for attempt in range(1, _START_ATTEMPTS + 1):
         port = free_port()
@@ -106,6 +114,7 @@ def _start(
         proc = subprocess.Popen(
             make_cmd(port),
             cwd=workdir,
+            env=None if make_env is None else {**os.environ, **make_env(port)},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -113,12 +122,12 @@ def _start(
         service = Service(name, proc, port, log_path, log)
 
         def not_ready(svc: Service = service) -> str:
-            return f"{name} not ready at {svc.url}/-/ready; log tail:\n{svc.log_tail()}"
+            return f"{name} not ready at {svc.url}{ready_path}; log tail:\n{svc.log_tail()}"
 
         def ready(svc: Service = service) -> str:
             if svc.process.poll() is not None:
                 return "exited"
-            status, _ = _http_get(f"{svc.url}/-/ready", timeout=2)
+            status, _ = _http_get(f"{svc.url}{ready_path}", timeout=2)
             return "ready" if status == 200 else ""
 
         try:

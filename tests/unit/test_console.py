@@ -46,7 +46,7 @@ def _make_run(tracer: Tracer, chats: int, failing: Collection[int] = ()) -> None
     run_attrs: dict[str, AttributeValue] = {
         semconv.ATTR_ROWS_TOTAL: chats,
         semconv.ATTR_COST_USD: 0.0021,
-        semconv.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+        semconv.ATTR_LLM_MODEL: "gpt-4o-mini",
         "service.internal": "hidden",
     }
     with tracer.start_as_current_span(semconv.SPAN_RUN, attributes=run_attrs) as run:
@@ -96,7 +96,7 @@ def test_node_content(tracer: Tracer, exporter: InMemorySpanExporter) -> None:
     assert " ms" in run_line or " s" in run_line
     assert "ondine.rows.total=2" in text
     assert "ondine.cost.usd=0.0021" in text
-    assert "gen_ai.request.model=gpt-4o-mini" in text
+    assert "ondine.llm.model=gpt-4o-mini" in text
     assert "service.internal" not in text  # only ondine.* / gen_ai.* attributes
     assert "ERROR: simulated provider error" in text
     assert "◆ ondine.checkpoint" in text and "ondine.checkpoint.row=1" in text

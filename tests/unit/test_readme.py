@@ -7,7 +7,8 @@ code) is a bug. Sections are found by their headings.
 Which names the telemetry reference must list, exactly:
 
 * every module-level string constant of ``semconv`` whose name starts with ``SPAN_``,
-  ``ATTR_``, ``EVENT_``, ``GEN_AI_`` or ``ERROR_``, and every name in ``PROMETHEUS_NAMES``;
+  ``ATTR_``, ``EVENT_``, ``GEN_AI_``, ``ERROR_`` or ``OPENINFERENCE_``, and every name in
+  ``PROMETHEUS_NAMES``;
 * span-name constants ending in ``_PREFIX`` or ``_OPERATION`` are not whole names but the first
   part of one, so they appear as a template, ``{value} {placeholder}`` (``ondine.stage {stage}``,
   ``chat {model}``); examples such as ``chat gpt-4o-mini`` may follow a template.
@@ -34,7 +35,7 @@ CONFIG_HEADING = "Configuration reference"
 TELEMETRY_HEADING = "Telemetry reference"
 TABLE_HEADER = ["Argument", "Environment variable", "Default", "Meaning"]
 
-NAME_PREFIXES = ("SPAN_", "ATTR_", "EVENT_", "GEN_AI_", "ERROR_")
+NAME_PREFIXES = ("SPAN_", "ATTR_", "EVENT_", "GEN_AI_", "ERROR_", "OPENINFERENCE_")
 TEMPLATE_SUFFIXES = ("_PREFIX", "_OPERATION")
 ATTRIBUTE_PREFIXES = ("GEN_AI_", "ERROR_")  # attributes that are also GenAI metric labels
 

@@ -80,8 +80,15 @@ def test_one_run_is_one_trace_with_ondine_ids(
     assert attrs[semconv.ATTR_TOKENS_OUTPUT] == context.run_progress.output_tokens
     assert attrs[semconv.ATTR_ROWS_PER_SECOND] > 0
     assert attrs[semconv.ATTR_RESUMED] is False
-    assert attrs[semconv.GEN_AI_REQUEST_MODEL] == "gpt-4o-mini"
-    assert attrs[semconv.GEN_AI_PROVIDER_NAME] == "openai"
+    assert attrs[semconv.ATTR_LLM_MODEL] == "gpt-4o-mini"
+    assert attrs[semconv.ATTR_LLM_PROVIDER] == "openai"
+    # Not an LLM call to trace stores: no GenAI attribute, and an explicit OpenInference kind.
+    assert not [key for key in attrs if key.startswith("gen_ai.")]
+    assert attrs[semconv.OPENINFERENCE_SPAN_KIND] == semconv.KIND_CHAIN
+    assert {s.attributes[semconv.OPENINFERENCE_SPAN_KIND] for s in stages} == {
+        semconv.KIND_CHAIN
+    }
+    assert not [key for s in stages for key in s.attributes if key.startswith("gen_ai.")]
 
     llm = stage(spans, "LLMInvocation")
     assert llm.attributes[semconv.ATTR_STAGE_COST_USD] == pytest.approx(
