@@ -434,7 +434,9 @@ def check_pushgateway(config: TelemetryConfig, timeout: float) -> list[Problem]:
         headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
     https = url.lower().startswith("https://")
     context = _ssl_context(None) if https else None
-    for path in _READY_PATHS:
+
+    def probe(path: str, last: bool) -> list[Problem] | None:
+        """The problems at `path`; None: a 404 there, so the next path is worth a try."""
         request = urllib.request.Request(url.rstrip("/") + path, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
@@ -442,14 +444,19 @@ def check_pushgateway(config: TelemetryConfig, timeout: float) -> list[Problem]:
             return []
         except urllib.error.HTTPError as error:
             error.close()
-            if error.code == 404 and path != _READY_PATHS[-1]:
-                continue
+            if error.code == 404 and not last:
+                return None
             return [_pushgateway_status_problem(config, label, error.code, error.reason)]
         except urllib.error.URLError as error:
             return [_pushgateway_connection_problem(label, url_env, error.reason, timeout)]
         except (OSError, http.client.HTTPException) as error:
             return [_pushgateway_connection_problem(label, url_env, error, timeout)]
-    return []  # not reached: the last path returns in every branch
+
+    for path in _READY_PATHS[:-1]:
+        found = probe(path, last=False)
+        if found is not None:
+            return found
+    return probe(_READY_PATHS[-1], last=True) or []
 
 
 def _pushgateway_status_problem(

@@ -21,13 +21,18 @@ _SECRET_KEY_RE = re.compile(
 )
 _TOKENISH_RE = re.compile(
     r"(?P<scheme>(?i:bearer|basic)\s+\S+)"
-    r"|(?P<prefixed>(?:sk|pk|rk|ghp|gho|ghu|ghs|glpat|xox[abprs])[-_][\w-]{8,})"
+    r"|(?P<prefixed>(?:sk|pk|rk|ghp|gho|ghu|ghs|glpat|github_pat|xox[abprs])[-_][\w-]{8,})"
+    r"|(?P<aws>\bAKIA[0-9A-Z]{16}\b)"
     r"|(?P<long>[\w+=-]{24,})"
 )
 
 
-def redact(text: str) -> str:
-    """Hide substrings that look like credentials (bearer tokens, API keys, long random ids)."""
+def redact(text: str, marker: str = MASK) -> str:
+    """Hide substrings that look like credentials (bearer tokens, API keys, long random ids).
+
+    The one key-like-token rule of the package: settings shown by `check` and `repr` and the
+    prompts and completions a span may capture (telemetry/redaction.py) both use it.
+    """
 
     def hide(match: re.Match[str]) -> str:
         found = match.group(0)
@@ -35,7 +40,7 @@ def redact(text: str) -> str:
             any(ch.isdigit() for ch in found) and any(ch.isalpha() for ch in found)
         ):
             return found  # long plain words and numbers are not tokens
-        return MASK
+        return marker
 
     return _TOKENISH_RE.sub(hide, text)
 

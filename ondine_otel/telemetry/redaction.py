@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import re
 
+from ondine_otel.config import masking
+
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_KEY = re.compile(
-    r"\b(?:sk|pk|rk|ghp|gho|github_pat|xox[abpr]|glpat)[-_][A-Za-z0-9_\-]{12,}"
-    r"|\bAKIA[0-9A-Z]{16}\b"
-    r"|\bBearer\s+[A-Za-z0-9._~+/=-]{12,}"
-    r"|\b(?=[A-Za-z0-9_\-]*\d)(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{32,}\b"
-)
 _CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
 _PHONE = re.compile(
     r"(?<![\w])(?:\+?\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{2,4}[ .-]\d{3,4}[ .-]?\d{0,4}\b"
@@ -45,6 +41,6 @@ def _phone(match: re.Match[str]) -> str:
 def redact(text: str) -> str:
     """The text with e-mails, key-like tokens, card and phone numbers replaced by markers."""
     text = _EMAIL.sub("[REDACTED_EMAIL]", text)
-    text = _KEY.sub("[REDACTED_KEY]", text)
+    text = masking.redact(text, "[REDACTED_KEY]")
     text = _CARD.sub(_card, text)
     return _PHONE.sub(_phone, text)
