@@ -9,6 +9,7 @@ it. The LLMInvocation stage's client is wrapped while the stage runs (see `hooks
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -257,6 +258,8 @@ class RunObserver(ExecutionObserver):
 
     def _watch_client(self, run: RunTelemetry, key: object, llm_client: Any) -> None:
         """Record the stage's calls: through a wrapped client, else ondine's llm_call events."""
+        if "litellm" in sys.modules:  # a litellm-backed client (a Router's attempts): see
+            self._host.ensure_router_logger()  # hooks.router; never imported for others
         clients = self._host.clients
         try:
             wrapped = clients.wrap(llm_client)

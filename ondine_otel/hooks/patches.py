@@ -88,7 +88,6 @@ class Patches:
                 return
             for (module, name), wrapper in zip(_TARGETS, self._wrappers(), strict=True):
                 wrap_function_wrapper(module, name, wrapper)
-            self._host.ensure_router_logger()
             self._batch.apply()  # Batch-API jobs: submit, poll, collect, ondine's CLI
             self._applied = True
 

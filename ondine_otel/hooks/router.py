@@ -11,8 +11,8 @@ attempt stays the call's span, from the client wrapper.
 
 litellm copies its callback list on first use and never notices later removals, so one logger
 is registered per process and stays; it does nothing while no ondine run is current. litellm is
-imported only when the logger is made (the first entry that patches ondine), never by importing
-ondine_otel: its import adds global warning filters.
+never imported by ondine-otel: the logger is made when a run's LLM stage starts in a process
+that already uses litellm (its import adds global warning filters and over 100 MB).
 """
 
 from __future__ import annotations

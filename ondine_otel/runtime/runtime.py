@@ -109,7 +109,9 @@ class Runtime:
 
     def ensure_router_logger(self) -> None:
         """litellm copies its callback list on first use and never sees removals: one logger
-        per process, registered once and left in place (it is inert outside a run)."""
+        per process, registered once (as a run's stage starts, before its first call) and
+        left in place (it is inert outside a run). Only where litellm is already imported:
+        it costs a job that does not use it over 100 MB."""
         if self._router_logger is None:
             import litellm  # ondine's dependency; imported by the first patch, not at import
 
