@@ -13,36 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ondine.orchestration.observers import ExecutionObserver
 
 from tests.modes import shape
 from tests.modes.conftest import Telemetry
 from tests.modes.offline import litellm_builder, reviews
-
-
-class _LastTraceId(ExecutionObserver):
-    """ondine's context.trace_id as ondine's logs will see it once the run is over."""
-
-    def __init__(self) -> None:
-        self.context: Any = None
-
-    def on_pipeline_start(self, pipeline: Any, context: Any) -> None:
-        self.context = context
-
-    def on_stage_start(self, stage: Any, context: Any) -> None:
-        pass
-
-    def on_stage_complete(self, stage: Any, context: Any, result: Any) -> None:
-        pass
-
-    def on_stage_error(self, stage: Any, context: Any, error: Exception) -> None:
-        pass
-
-    def on_pipeline_complete(self, context: Any, result: Any) -> None:
-        pass
-
-    def on_pipeline_error(self, context: Any, error: Exception) -> None:
-        pass
+from tests.spy import ContextSpy
 
 
 @pytest.mark.parametrize("call", ["execute", "execute_async"])
@@ -54,7 +29,7 @@ def test_a_run_inside_a_callers_span_joins_it(
     if call == "execute_async":
         builder = builder.with_async_execution()
     pipeline = telemetry.build(builder)
-    spy = _LastTraceId()
+    spy = ContextSpy()  # its context is ondine's: trace_id as ondine's logs see it after
     pipeline.add_observer(spy)
 
     async def run_async() -> int:
