@@ -258,8 +258,8 @@ class RunObserver(ExecutionObserver):
 
     def _watch_client(self, run: RunTelemetry, key: object, llm_client: Any) -> None:
         """Record the stage's calls: through a wrapped client, else ondine's llm_call events."""
-        if "litellm" in sys.modules:  # a litellm-backed client (a Router's attempts): see
-            self._host.ensure_router_logger()  # hooks.router; never imported for others
+        if "litellm.integrations.custom_logger" in sys.modules:  # litellm is in use (and
+            self._host.ensure_router_logger()  # fully imported): a Router's attempts
         clients = self._host.clients
         try:
             wrapped = clients.wrap(llm_client)

@@ -17,6 +17,7 @@ that already uses litellm (its import adds global warning filters and over 100 M
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from time import time_ns
 from typing import Any
@@ -69,12 +70,15 @@ async def _record_failure(kwargs: Any, start_time: Any, end_time: Any) -> None:
 
 def router_logger() -> Any:
     """A litellm `CustomLogger` that records failed attempts (see the module docstring)."""
-    from litellm.integrations.custom_logger import CustomLogger
+    # Only called once litellm has imported this module itself: nothing is imported here
+    # (an import on this thread while litellm is being imported on another could deadlock).
+    base: Any = sys.modules["litellm.integrations.custom_logger"].CustomLogger
 
-    class RouterAttempts(CustomLogger):
-        async def async_log_failure_event(
-            self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
-        ) -> None:
-            await _record_failure(kwargs, start_time, end_time)
+    async def async_log_failure_event(
+        self: Any, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        await _record_failure(kwargs, start_time, end_time)
 
-    return RouterAttempts()
+    attempts = type("RouterAttempts", (base,), {"async_log_failure_event": async_log_failure_event})
+
+    return attempts()

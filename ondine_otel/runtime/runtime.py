@@ -16,6 +16,7 @@ import atexit
 import dataclasses
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -112,9 +113,8 @@ class Runtime:
         per process, registered once (as a run's stage starts, before its first call) and
         left in place (it is inert outside a run). Only where litellm is already imported:
         it costs a job that does not use it over 100 MB."""
-        if self._router_logger is None:
-            import litellm  # ondine's dependency; imported by the first patch, not at import
-
+        litellm = sys.modules.get("litellm")
+        if self._router_logger is None and litellm is not None:
             self._router_logger = router_logger()
             litellm.callbacks.append(self._router_logger)
 
