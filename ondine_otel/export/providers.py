@@ -143,9 +143,7 @@ def otlp_span_exporter(settings: OtlpSettings, reasons: Reasons = no_reason) -> 
     )
 
 
-def otlp_metric_exporter(
-    settings: OtlpSettings, reasons: Reasons = no_reason
-) -> MetricExporter:
+def otlp_metric_exporter(settings: OtlpSettings, reasons: Reasons = no_reason) -> MetricExporter:
     """The OTLP metric exporter, watched: a failing export is one clear warning."""
     return WatchedMetricExporter(
         _otlp_exporter(settings, "metric_exporter", "OTLPMetricExporter"), settings, reasons
@@ -174,9 +172,7 @@ def span_exporters(config: TelemetryConfig, reasons: Reasons = no_reason) -> lis
     return chosen
 
 
-def span_processors(
-    config: TelemetryConfig, reasons: Reasons = no_reason
-) -> list[SpanProcessor]:
+def span_processors(config: TelemetryConfig, reasons: Reasons = no_reason) -> list[SpanProcessor]:
     """One bounded BatchSpanProcessor per selected exporter."""
     timeout_ms = int(config.otlp_for("traces").timeout_s * 1000)
     return [

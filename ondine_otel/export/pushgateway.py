@@ -346,7 +346,6 @@ class PushgatewayPusher:
     def checkpoint_saved(self, run: RunTelemetry, saved: bool) -> None:
         pass
 
-
     # --- lifecycle -------------------------------------------------------------------------
     def _loop(self) -> None:
         next_tick = time.monotonic() + self._interval

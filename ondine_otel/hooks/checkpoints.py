@@ -68,7 +68,6 @@ class CheckpointWrappers:
                 report("recording a checkpoint event", error)
         return saved
 
-
     def load(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
              ) -> Any:  # fmt: skip
         """Around `StateManager.load_checkpoint(session_id)`: remember the crashed run's

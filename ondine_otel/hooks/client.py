@@ -3,8 +3,9 @@
 ondine's `llm_call` events come only from its LiteLLM client, only for successful calls, and
 cost ~16 µs each to build. Wrapping the client's async call methods (ondine's sync methods call
 them through `asyncio.run`, so wrapping both would count twice) sees every call of any client,
-for ~1 µs. The wrapper finds its run in the OTel context, which each row's asyncio task copies
-from the stage, so one client shared by pipelines in several threads is safe. The methods are
+for ~1 µs. A client used by one run's stages records into that run directly; one shared by
+several runs at once (pipelines in several threads) finds each call's run in the OTel context,
+which each row's asyncio task copies from the stage. The methods are
 set on the instance and removed again at stage end: the class is never touched. Both the
 wrapper and ondine's events build the same `CallRecord`.
 """
@@ -21,6 +22,7 @@ from typing import Any
 from ondine_otel.hooks.llm_events import LLMCallListener
 from ondine_otel.telemetry import call_record
 from ondine_otel.telemetry.guard import report
+from ondine_otel.telemetry.llm_calls import LLMCalls
 from ondine_otel.telemetry.run import current_run
 
 _METHODS = ("ainvoke", "structured_invoke_async")
@@ -28,31 +30,41 @@ _MISSING = object()
 
 
 class _Patch:
-    """One wrapped client: how many stages use it, and what its instance had before."""
+    """One wrapped client: the runs whose stages use it, and what its instance had before."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        self.users = 0
+        self.users: list[LLMCalls] = []
+        #: The calls of the one run using the client (its calls need no context lookup),
+        #: else None: several runs share it and each call finds its run in the OTel context.
+        self.sole: LLMCalls | None = None
         self.saved: dict[str, Any] = {}
 
+    def users_changed(self) -> None:
+        first = self.users[0] if self.users else None
+        self.sole = first if all(user is first for user in self.users) else None
 
-def _traced(original: Callable[..., Any]) -> Callable[..., Any]:
+
+def _traced(original: Callable[..., Any], patch: _Patch) -> Callable[..., Any]:
     @functools.wraps(original)
     async def traced(*args: Any, **kwargs: Any) -> Any:
-        run = current_run()
-        if run is None or run.finished:
-            return await original(*args, **kwargs)
+        calls = patch.sole
+        if calls is None:
+            run = current_run()
+            if run is None or run.finished:
+                return await original(*args, **kwargs)
+            calls = run.llm
         start = time_ns()
         try:
             response = await original(*args, **kwargs)
         except Exception as error:
             try:
-                run.llm.record(call_record.from_error(start, time_ns(), error, args, kwargs))
+                calls.record(call_record.from_error(start, time_ns(), error, args, kwargs))
             except Exception as failure:  # noqa: BLE001 - the call's own error must propagate
                 report("recording a failed LLM call", failure)
             raise
         try:
-            run.llm.record(call_record.from_response(start, time_ns(), response, args, kwargs))
+            calls.record(call_record.from_response(start, time_ns(), response, args, kwargs))
         except Exception as failure:  # noqa: BLE001
             report("recording an LLM call", failure)
         return response
@@ -72,9 +84,10 @@ class ClientPatches:
     def after_fork(self) -> None:
         self._lock = threading.Lock()
 
-    def wrap(self, client: Any) -> bool:
-        """Wrap `client`'s async call methods (once however many stages share it); False if
-        it cannot be wrapped without touching its class."""
+    def wrap(self, client: Any, calls: LLMCalls) -> bool:
+        """Wrap `client`'s async call methods for a stage whose run records into `calls`
+        (once however many stages share it); False if it cannot be wrapped without touching
+        its class."""
         with self._lock:
             patch = self._patches.get(id(client))
             if patch is None or patch.client is not client:
@@ -87,21 +100,24 @@ class ClientPatches:
                     if method is None or not inspect.iscoroutinefunction(method):
                         continue
                     patch.saved[name] = instance.get(name, _MISSING)
-                    setattr(client, name, _traced(method))
+                    setattr(client, name, _traced(method, patch))
                 if not patch.saved:
                     return False
                 self._patches[id(client)] = patch
-            patch.users += 1
+            patch.users.append(calls)
+            patch.users_changed()
             return True
 
-    def unwrap(self, client: Any) -> None:
+    def unwrap(self, client: Any, calls: LLMCalls) -> None:
         """Undo one `wrap`; the last user puts the instance back as it was."""
         with self._lock:
             patch = self._patches.get(id(client))
             if patch is None or patch.client is not client:
                 return
-            patch.users -= 1
-            if patch.users > 0:
+            if calls in patch.users:
+                patch.users.remove(calls)
+            patch.users_changed()
+            if patch.users:
                 return
             del self._patches[id(client)]
             for name, before in patch.saved.items():

@@ -162,9 +162,7 @@ class RunObserver(ExecutionObserver):
         if call is not None:
             call.parts.append((run, context))
 
-    def _start(
-        self, pipeline: Any, context: Any, call: execute_call.Call | None
-    ) -> RunTelemetry:
+    def _start(self, pipeline: Any, context: Any, call: execute_call.Call | None) -> RunTelemetry:
         """A new run for `context` (a plain run, a stream's first chunk, a composed column)."""
         registry = self._host.registry
         tracer_provider, listeners = self.destinations()
@@ -262,7 +260,7 @@ class RunObserver(ExecutionObserver):
             self._host.ensure_router_logger()  # fully imported): a Router's attempts
         clients = self._host.clients
         try:
-            wrapped = clients.wrap(llm_client)
+            wrapped = clients.wrap(llm_client, run.llm)
         except Exception as error:  # noqa: BLE001
             report("wrapping the LLM client", error)
             wrapped = False
@@ -274,7 +272,7 @@ class RunObserver(ExecutionObserver):
         restore_events = mute_own_events(llm_client)
 
         def unwatch() -> None:
-            clients.unwrap(llm_client)
+            clients.unwrap(llm_client, run.llm)
             restore_events()
             run.llm.reporting(-1)
 

@@ -23,7 +23,7 @@ from time import time_ns
 from typing import Any
 from urllib.parse import urlsplit
 
-from ondine_otel.telemetry.call_record import CallRecord
+from ondine_otel.telemetry import call_record
 from ondine_otel.telemetry.guard import report
 from ondine_otel.telemetry.run import current_run
 
@@ -62,7 +62,7 @@ async def _record_failure(kwargs: Any, start_time: Any, end_time: Any) -> None:
             return
         end = _ns(end_time, time_ns())
         run.llm.record(
-            CallRecord(_ns(start_time, end), end, error=error, deployment=deployment_of(kwargs))
+            call_record.failed_attempt(_ns(start_time, end), end, error, deployment_of(kwargs))
         )
     except Exception as failure:  # noqa: BLE001 - litellm's call must go on
         report("recording a failed router attempt", failure)

@@ -2,16 +2,27 @@
 
 One OTel SDK `Histogram.record` costs 7-12 µs (more with every extra reader), and a GenAI call
 needs three of them. A row of an instant job costs ondine ~150 µs, so the SDK path alone adds
-~20 %. Here a call costs three `bisect`s and a few integer additions under one lock; readers
-that ondine-otel owns receive the same explicit-bucket histograms when they collect.
+~20 %. Here calls arrive in batches (each run folds its waiting calls every few hundred calls,
+and before every collection): a batch costs a few C-level passes (its columns, sorted, bisected
+per bucket) under one lock, a few hundred nanoseconds a call. Readers ondine-otel owns, or
+bridges, receive the same explicit-bucket histograms when they collect.
 """
 
 from __future__ import annotations
 
 import threading
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
+from operator import sub
+from typing import Any
 
+from ondine_otel.telemetry.call_record import (
+    CallRecord,
+    end_of,
+    input_tokens_of,
+    output_tokens_of,
+    start_of,
+)
 from ondine_otel.telemetry.instruments import CallKey
 
 
@@ -75,8 +86,8 @@ class CallSeries:
         return CallSeries(self.duration.copy(), self.input_tokens.copy(), self.output_tokens.copy())
 
 
-#: Records one call of a fixed key: (duration_s, input_tokens, output_tokens) -> None.
-SeriesRecorder = Callable[[float, "int | None", "int | None"], None]
+#: Records calls of one fixed key (a batch: the calls a run folded since it last did).
+SeriesRecorder = Callable[[Sequence[CallRecord]], None]
 
 
 class CallAggregates:
@@ -89,7 +100,7 @@ class CallAggregates:
         self._lock = threading.Lock()
 
     def recorder(self, key: CallKey) -> SeriesRecorder:
-        """A function recording calls of `key`: resolved once, then a lock and three bisects."""
+        """A function recording batches of calls of `key`: resolved once per run and key."""
         with self._lock:
             series = self._series.get(key)
             if series is None:
@@ -99,17 +110,20 @@ class CallAggregates:
                     BucketCounts(self._token_bounds),
                 )
         duration, inputs, outputs = series.duration, series.input_tokens, series.output_tokens
+        duration_ns_bounds = tuple(bound * 1e9 for bound in duration.bounds)
         failed = key[2] is not None
 
-        def record(duration_s: float, input_tokens: int | None, output_tokens: int | None) -> None:
-            with self._lock:  # looked up per call: a forked child gets a fresh lock
-                duration.add(duration_s)
-                if failed:
-                    return
-                if input_tokens is not None:
-                    inputs.add(input_tokens)
-                if output_tokens is not None:
-                    outputs.add(output_tokens)
+        def record(calls: Sequence[CallRecord]) -> None:
+            # Whole columns at once, in C: durations in ns against the bounds in ns.
+            durations = list(map(sub, map(end_of, calls), map(start_of, calls)))
+            if min(durations) < 0:  # a clock step: count it as instant
+                durations = [max(value, 0) for value in durations]
+            inputs_now = [] if failed else _present(list(map(input_tokens_of, calls)))
+            outputs_now = [] if failed else _present(list(map(output_tokens_of, calls)))
+            with self._lock:  # looked up per batch: a forked child gets a fresh lock
+                _add_all(duration, durations, duration_ns_bounds, 1e-9)
+                _add_all(inputs, inputs_now, inputs.bounds, 1)
+                _add_all(outputs, outputs_now, outputs.bounds, 1)
 
         return record
 
@@ -121,3 +135,30 @@ class CallAggregates:
         """A consistent copy of every series (what a collector turns into points)."""
         with self._lock:
             return {key: series.copy() for key, series in self._series.items()}
+
+
+def _present(values: list[Any]) -> list[Any]:
+    return [value for value in values if value is not None] if None in values else values
+
+
+def _add_all(
+    histogram: BucketCounts, values: list[Any], bounds: Sequence[float], scale: float
+) -> None:
+    """`histogram.add(value * scale)` for each value, in C loops: sorted once, each bucket's
+    count is the difference of two bisections (a value on a boundary counts in the bucket it
+    closes); `bounds` are the histogram's, divided by `scale`."""
+    if not values:
+        return
+    ordered = sorted(values)
+    counts, below = histogram.counts, 0
+    for index, bound in enumerate(bounds):
+        upto = bisect_right(ordered, bound)
+        counts[index] += upto - below
+        below = upto
+    counts[-1] += len(ordered) - below
+    histogram.count += len(ordered)
+    histogram.sum += sum(ordered) * scale
+    if ordered[0] * scale < histogram.min:
+        histogram.min = ordered[0] * scale
+    if ordered[-1] * scale > histogram.max:
+        histogram.max = ordered[-1] * scale

@@ -1,119 +1,162 @@
-"""One LLM call, whoever saw it: the client wrapper (every call, failed ones too) or ondine's
-`llm_call` event (the fallback for clients that cannot be wrapped).
+"""One LLM call, whoever saw it: the client wrapper (every call, failed ones too), ondine's
+`llm_call` event (the fallback for clients that cannot be wrapped) or a Router's failed
+deployment attempt.
 
-Both build the same record, and `LLMCalls.record` turns it into the metrics and, for the calls
-the span policy admits, a `chat` span. The record keeps references only (the prompt is looked
-up from the call's arguments when a span with content capture needs it): it is built for every
-call of a 10M-row job.
+Every source builds a `CallRecord`, and `LLMCalls.record` turns it into the metrics and, for
+the calls the span policy admits, a `chat` span. A record is built for every call of a 10M-row
+job, in the job's own time: it is a tuple (built in C, its fields read in C) holding what the
+metrics need (timing, outcome, route, tokens) and its source, from which the details a span
+shows (text, cost, finish reason, request settings) are read only when a span asks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from operator import itemgetter
 from time import time_ns
 from typing import Any
 
+_new = tuple.__new__
 
-class CallRecord:
-    """What one LLM call did: timing, route, usage, cost, outcome, and its text if captured."""
+#: The fields every record starts with, as C-level getters: the metrics read whole batches of
+#: records with `map` (no Python call per record).
+start_of = itemgetter(0)
+end_of = itemgetter(1)
+error_of = itemgetter(2)
+route_of = itemgetter(3)
+input_tokens_of = itemgetter(4)
+output_tokens_of = itemgetter(5)
 
-    __slots__ = (
-        "completion",
-        "cost_usd",
-        "deployment",
-        "end_ns",
-        "error",
-        "finish_reason",
-        "input_tokens",
-        "max_tokens",
-        "output_tokens",
-        "prompt",
-        "route",
-        "start_ns",
-        "system",
-        "temperature",
-    )
 
-    def __init__(
-        self,
+def _unknown(record: CallRecord) -> Any:
+    return None
+
+
+def _of_source(name: str) -> Any:
+    """A detail read from the record's source object (its field 6), None if it has none."""
+    return property(lambda record: getattr(record[6], name, None))
+
+
+class CallRecord(tuple):
+    """What one LLM call did: (start_ns, end_ns, error, route, input_tokens, output_tokens),
+    then its source; the details a span shows are None unless the source knows them."""
+
+    __slots__ = ()
+
+    start_ns: int = property(start_of)  # type: ignore[assignment]
+    end_ns: int = property(end_of)  # type: ignore[assignment]
+    error: BaseException | None = property(error_of)  # type: ignore[assignment]
+    route: Any = property(route_of)
+    input_tokens: Any = property(input_tokens_of)
+    output_tokens: Any = property(output_tokens_of)
+
+    def __new__(
+        cls,
         start_ns: int,
         end_ns: int,
-        *,
         route: Any = None,
         input_tokens: Any = None,
         output_tokens: Any = None,
-        cost_usd: Any = None,
-        finish_reason: Any = None,
         error: BaseException | None = None,
-        prompt: Any = None,
-        system: Any = None,
-        completion: Any = None,
-        temperature: Any = None,
-        max_tokens: Any = None,
-        deployment: str | None = None,
-    ) -> None:
-        self.start_ns = start_ns
-        self.end_ns = end_ns
-        self.route = route
-        self.input_tokens = input_tokens
-        self.output_tokens = output_tokens
-        self.cost_usd = cost_usd
-        self.finish_reason = finish_reason
-        self.error = error
-        self.prompt = prompt
-        self.system = system
-        self.completion = completion
-        self.temperature = temperature
-        self.max_tokens = max_tokens
-        self.deployment = deployment
+    ) -> CallRecord:
+        return _new(cls, (start_ns, end_ns, error, route, input_tokens, output_tokens))
 
     @property
     def duration_s(self) -> float:
-        return max(self.end_ns - self.start_ns, 0) / 1e9
+        return max(self[1] - self[0], 0) / 1e9
 
     @property
     def error_type(self) -> str | None:
-        return None if self.error is None else type(self.error).__name__
+        return None if self[2] is None else type(self[2]).__name__
+
+    # --- details, read only for the calls that get a span (sources override them) ------
+    cost_usd = finish_reason = prompt = system = completion = property(_unknown)
+    temperature = max_tokens = deployment = property(_unknown)
+
+
+class _ClientCall(CallRecord):
+    """A call of a wrapped client; its source: ondine's `LLMResponse` (None if the call
+    raised), and the call's positional and keyword arguments (the prompt is the first)."""
+
+    __slots__ = ()
+
+    cost_usd = _of_source("cost")
+    completion = _of_source("text")
+
+    @property
+    def finish_reason(self) -> Any:
+        metadata = getattr(self[6], "metadata", None)
+        return metadata.get("finish_reason") if isinstance(metadata, dict) else None
+
+    @property
+    def prompt(self) -> Any:
+        args, kwargs = self[7], self[8]
+        return args[0] if args else kwargs.get("prompt")
+
+    @property
+    def system(self) -> Any:
+        return self[8].get("system_message")
+
+    @property
+    def deployment(self) -> str | None:
+        """The deployment a router chose (litellm's model id, which ondine copies over)."""
+        metadata = getattr(self[6], "metadata", None)
+        found = metadata.get("model_id") if isinstance(metadata, dict) else None
+        return str(found) if found else None
+
+
+class _EventCall(CallRecord):
+    """One of ondine's `llm_call` events; its source: the event."""
+
+    __slots__ = ()
+
+    cost_usd = _of_source("cost")
+    finish_reason = _of_source("finish_reason")
+    prompt = _of_source("prompt")
+    system = _of_source("system_message")
+    completion = _of_source("completion")
+    temperature = _of_source("temperature")
+    max_tokens = _of_source("max_tokens")
+
+
+class _FailedAttempt(CallRecord):
+    """A deployment attempt a Router gave up on (it then retried or failed over); its source:
+    the deployment's safe identity."""
+
+    __slots__ = ()
+
+    @property
+    def deployment(self) -> str | None:
+        found: str | None = self[6]
+        return found
 
 
 def from_response(
     start_ns: int, end_ns: int, response: Any, args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> CallRecord:
     """A successful call of a wrapped client (ondine's `LLMResponse`)."""
-    metadata = getattr(response, "metadata", None)
-    return CallRecord(
-        start_ns,
-        end_ns,
-        route=getattr(response, "model", None),
-        input_tokens=getattr(response, "tokens_in", None),
-        output_tokens=getattr(response, "tokens_out", None),
-        cost_usd=getattr(response, "cost", None),
-        finish_reason=metadata.get("finish_reason") if isinstance(metadata, dict) else None,
-        prompt=_prompt(args, kwargs),
-        system=kwargs.get("system_message"),
-        completion=getattr(response, "text", None),
-        deployment=_model_id(metadata),
+    return _new(
+        _ClientCall,
+        (
+            start_ns,
+            end_ns,
+            None,
+            getattr(response, "model", None),
+            getattr(response, "tokens_in", None),
+            getattr(response, "tokens_out", None),
+            response,
+            args,
+            kwargs,
+        ),
     )
-
-
-def _model_id(metadata: Any) -> str | None:
-    """The deployment a router chose (litellm's model id, which ondine copies over)."""
-    found = metadata.get("model_id") if isinstance(metadata, dict) else None
-    return str(found) if found else None
 
 
 def from_error(
     start_ns: int, end_ns: int, error: BaseException, args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> CallRecord:
     """A failed call of a wrapped client."""
-    return CallRecord(
-        start_ns,
-        end_ns,
-        error=error,
-        prompt=_prompt(args, kwargs),
-        system=kwargs.get("system_message"),
-    )
+    return _new(_ClientCall, (start_ns, end_ns, error, None, None, None, None, args, kwargs))
 
 
 def from_event(event: Any) -> CallRecord:
@@ -121,21 +164,22 @@ def from_event(event: Any) -> CallRecord:
     stamp = getattr(event, "timestamp", None)
     end_ns = int(stamp.timestamp() * 1e9) if isinstance(stamp, datetime) else time_ns()
     latency_ns = int(max(float(getattr(event, "latency_ms", 0.0) or 0.0), 0.0) * 1e6)
-    return CallRecord(
-        end_ns - latency_ns,
-        end_ns,
-        route=getattr(event, "model", None),
-        input_tokens=getattr(event, "input_tokens", None),
-        output_tokens=getattr(event, "output_tokens", None),
-        cost_usd=getattr(event, "cost", None),
-        finish_reason=getattr(event, "finish_reason", None),
-        prompt=getattr(event, "prompt", None),
-        system=getattr(event, "system_message", None),
-        completion=getattr(event, "completion", None),
-        temperature=getattr(event, "temperature", None),
-        max_tokens=getattr(event, "max_tokens", None),
+    return _new(
+        _EventCall,
+        (
+            end_ns - latency_ns,
+            end_ns,
+            None,
+            getattr(event, "model", None),
+            getattr(event, "input_tokens", None),
+            getattr(event, "output_tokens", None),
+            event,
+        ),
     )
 
 
-def _prompt(args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
-    return args[0] if args else kwargs.get("prompt")
+def failed_attempt(
+    start_ns: int, end_ns: int, error: BaseException, deployment: str | None
+) -> CallRecord:
+    """A Router's failed attempt on one deployment."""
+    return _new(_FailedAttempt, (start_ns, end_ns, error, None, None, None, deployment))

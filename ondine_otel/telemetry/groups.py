@@ -127,4 +127,3 @@ class Composition:
             span.end()
         except Exception as failure:  # noqa: BLE001
             report("ending a span (a span processor raised)", failure)
-

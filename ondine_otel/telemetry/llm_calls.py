@@ -14,19 +14,27 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Sequence
+from itertools import repeat
+from operator import eq
+from time import time_ns
 from typing import Any
 
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from ondine_otel.telemetry import modelname, semconv
 from ondine_otel.telemetry.aggregation import SeriesRecorder
-from ondine_otel.telemetry.call_record import CallRecord
+from ondine_otel.telemetry.call_record import CallRecord, error_of, route_of
 from ondine_otel.telemetry.redaction import redact
 from ondine_otel.telemetry.tracing import span_attributes
 
 #: (provider, model, error_type) -> how to record such calls (resolved once per run and key).
 CallSink = Callable[[str | None, str, str | None], SeriesRecorder]
 _Resolved = tuple[str | None, str, tuple[SeriesRecorder, ...]]
+
+#: A run folds its calls into the metric sinks once this many are waiting, or when a call
+#: ends this long after the last fold (and whenever metrics are collected, and at run end).
+FOLD_CALLS = 256
+FOLD_AFTER_NS = 500_000_000
 
 _MAX_MESSAGE = 1024
 #: Characters of one captured message kept on a span (content capture only).
@@ -61,14 +69,21 @@ class LLMCalls:
         #: Parts whose wrapped client reports the calls right now; while any does, ondine's
         #: llm_call events are ignored (a stream's chunks share one client and overlap).
         self.wrapped = 0
+        #: Calls recorded; of them, spans for the first ones, for failures, and sampled.
+        self.calls = 0
         self.emitted = 0
         self.error_spans = 0
-        self.dropped = 0
-        self._allowance = 0.0
-        self._last_ns = 0
+        self.sampled = 0
+        #: Earliest end of a call that the rate may admit (one per 1/rate seconds).
+        self._next_ns = 0
         self._by_route: dict[Any, _Resolved] = {}
         self._by_error: dict[str, _Resolved] = {}
         self._lock = threading.Lock()
+        #: Calls not yet in the sinks. No lock per call: `append`, a prefix slice and its
+        #: `del` are each atomic, and calls appended meanwhile land after the prefix.
+        self._pending: list[CallRecord] = []
+        self._fold_lock = threading.Lock()
+        self._fold_ns = 0
 
     def reporting(self, delta: int) -> None:
         """A wrapped client starts (+1) or stops (-1) reporting this run's calls."""
@@ -93,16 +108,31 @@ class LLMCalls:
 
     # --- one call ------------------------------------------------------------------------
     def record(self, call: CallRecord) -> None:
-        """Count the call in every sink; give it a `chat` span if the span policy admits it."""
-        error_type = call.error_type
-        provider, model, recorders = (
-            self.resolve(call.route) if error_type is None else self.resolve(None, error_type)
-        )
-        duration = call.duration_s
-        for record in recorders:
-            record(duration, call.input_tokens, call.output_tokens)
-        if not self._admit(error_type is not None, call.end_ns):
+        """Count the call in every sink; give it a `chat` span if the span policy admits it.
+
+        Runs for every call of the job, so the usual case (metrics only) is an append and
+        three comparisons: the sinks get the calls in batches (`fold`), and the record's
+        details are read only for a span."""
+        pending = self._pending
+        pending.append(call)
+        end_ns = call.end_ns
+        if len(pending) >= FOLD_CALLS or end_ns >= self._fold_ns:
+            self.fold()
+        error = call.error
+        if (
+            error is None
+            and self.emitted >= self.first_n
+            and (self.rate <= 0 or end_ns < self._next_ns)
+        ):
+            return  # no span: the settled case, read without the lock (`_admit` re-checks)
+        if not self._admit(error is not None, end_ns):
             return
+        if error is None:
+            found = self._by_route.get(call.route) or self.resolve(call.route)
+        else:
+            found = self.resolve(None, type(error).__name__)
+        provider, model = found[0], found[1]
+        error_type = call.error_type
         attributes = {
             semconv.GEN_AI_OPERATION_NAME: semconv.SPAN_LLM_OPERATION,
             semconv.GEN_AI_PROVIDER_NAME: provider,
@@ -129,26 +159,65 @@ class LLMCalls:
         if self.capture_content:
             finish = None if error_type else str(call.finish_reason or "stop")
             attributes.update(messages(call.prompt, call.system, call.completion, finish))
-        self._span(model, attributes, call.start_ns, call.end_ns, call.error)
+        self._span(model, attributes, call.start_ns, call.end_ns, error)
+
+    def fold(self) -> None:
+        """Move the waiting calls into the metric sinks: one sink call per route or error type
+        and batch, not per call."""
+        with self._fold_lock:
+            pending = self._pending
+            count = len(pending)  # only what is here now: calls may arrive meanwhile
+            calls = pending[:count]
+            del pending[:count]
+            self._fold_ns = time_ns() + FOLD_AFTER_NS
+            if not calls:
+                return
+            routes: dict[Any, list[CallRecord]] = {}
+            errors: dict[str, list[CallRecord]] = {}
+            first_route = route_of(calls[0])
+            if not any(map(error_of, calls)) and all(
+                map(eq, repeat(first_route), map(route_of, calls))
+            ):  # the usual batch: every call succeeded, on one route (checked in C)
+                routes[first_route] = calls
+            else:
+                for call in calls:
+                    error = error_of(call)
+                    if error is None:
+                        routes.setdefault(route_of(call), []).append(call)
+                    else:
+                        errors.setdefault(type(error).__name__, []).append(call)
+            self.calls += len(calls)
+            for route, group in routes.items():
+                for record in (self._by_route.get(route) or self.resolve(route))[2]:
+                    record(group)
+            for error_type, group in errors.items():
+                for record in self.resolve(None, error_type)[2]:
+                    record(group)
 
     # --- spans ---------------------------------------------------------------------------
-    def _admit(self, failed: bool, now_ns: int) -> bool:
+    @property
+    def dropped(self) -> int:
+        """Calls that got no span (all calls folded first: read once the run has ended)."""
+        self.fold()
+        with self._lock:
+            return self.calls - self.emitted - self.error_spans - self.sampled
+
+    def _admit(self, failed: bool, end_ns: int) -> bool:
         with self._lock:
             if self.emitted < self.first_n:
                 self.emitted += 1
                 return True
-            if failed and self.error_spans < self.error_limit:
-                self.error_spans += 1
-                return True
-            if not failed and self.rate > 0:
-                if self._last_ns:
-                    elapsed = (now_ns - self._last_ns) / 1e9
-                    self._allowance = min(self._allowance + elapsed * self.rate, 1.0)
-                self._last_ns = now_ns
-                if self._allowance >= 1.0:
-                    self._allowance -= 1.0
+            if failed:
+                if self.error_spans < self.error_limit:
+                    self.error_spans += 1
                     return True
-            self.dropped += 1
+                return False
+            if self.rate > 0 and end_ns >= self._next_ns:
+                if self._next_ns:  # the first call past first_n starts the clock
+                    self.sampled += 1
+                    self._next_ns = end_ns + int(1e9 / self.rate)
+                    return True
+                self._next_ns = end_ns + int(1e9 / self.rate)
             return False
 
     def _span(

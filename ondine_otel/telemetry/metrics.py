@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from ondine_otel.config import DEFAULTS
 from ondine_otel.telemetry import instruments, semconv
 from ondine_otel.telemetry.aggregation import CallAggregates, SeriesRecorder
 from ondine_otel.telemetry.batch_metrics import BatchMetrics, Contribution
+from ondine_otel.telemetry.call_record import CallRecord
 from ondine_otel.telemetry.guard import report
 from ondine_otel.telemetry.labels import LabelLimiter
 from ondine_otel.telemetry.points import PointProducer
@@ -198,13 +199,14 @@ class SdkCallInstruments:
         base, as_input, as_output = instruments.call_attributes(key)
         duration, tokens = self._duration, self._tokens
 
-        def record(duration_s: float, input_tokens: int | None, output_tokens: int | None) -> None:
-            duration.record(duration_s if duration_s > 0 else 0.0, base)
-            if error_type is None:
-                if input_tokens is not None:
-                    tokens.record(input_tokens, as_input)
-                if output_tokens is not None:
-                    tokens.record(output_tokens, as_output)
+        def record(calls: Sequence[CallRecord]) -> None:
+            for call in calls:
+                duration.record(max(call.end_ns - call.start_ns, 0) / 1e9, base)
+                if error_type is None:
+                    if call.input_tokens is not None:
+                        tokens.record(call.input_tokens, as_input)
+                    if call.output_tokens is not None:
+                        tokens.record(call.output_tokens, as_output)
 
         return record
 
@@ -330,9 +332,16 @@ class OndineMetrics:
         )
 
     # --- collection ------------------------------------------------------------------------
+    def fold_calls(self) -> None:
+        """Bring every run's recent calls into the aggregates (runs fold in batches), so a
+        collection reports each call made before it."""
+        for run in self.registry.runs():
+            run.llm.fold()
+
     def reading(self) -> Reading:
         """What a collection reports now: the callbacks of one collection (and its produced
         points) share one reading, because each reading of a run takes ondine's lock."""
+        self.fold_calls()
         with self._lock:
             cached = self._reading
             now = time.monotonic()

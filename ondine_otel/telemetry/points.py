@@ -39,6 +39,8 @@ class PointSource(Protocol):
 
     def reading(self) -> _Reading: ...
 
+    def fold_calls(self) -> None: ...
+
 
 class PointProducer:
     """Turns the metrics' plain-Python state into SDK metric points, per reader."""
@@ -64,6 +66,7 @@ class PointProducer:
     def _call_histograms(
         self, reader_id: int, temporality: AggregationTemporality, now: int
     ) -> list[Metric]:
+        self.source.fold_calls()
         series = self.source.calls.snapshot()
         start = self.source.started_ns
         previous: dict[CallKey, CallSeries] = {}

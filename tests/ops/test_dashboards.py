@@ -19,10 +19,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import queue
 import re
-import select
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -462,7 +464,8 @@ PUSH_JOB = "ondine"
 # starts a run only once Prometheus holds the previous one (rates then see every run after the
 # first), and decides when the long run may finish.
 JOB_SCRIPT = '''
-import json, sys, tempfile, threading, time
+import faulthandler, json, signal, sys, tempfile, threading, time
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 from decimal import Decimal
 import ondine_otel
 from ondine_otel.demo import OfflineLLMClient, build_demo_pipeline, load_reviews
@@ -554,22 +557,33 @@ handle.shutdown()
 '''
 
 
-@dataclass
 class Job:
-    process: subprocess.Popen[str]
-    events: list[dict[str, Any]]
+    """The job's process; a thread reads its stdout (select() on a buffered pipe misses a
+    second line that arrived with the first)."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.events: list[dict[str, Any]] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
 
     def next_event(self, key: str, timeout: float = 60.0) -> dict[str, Any]:
         """The next @@ event (reading stdout until one carrying `key` arrives)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.stdout is not None
-            ready, _, _ = select.select([self.process.stdout], [], [], 0.5)
-            if not ready:
-                if self.process.poll() is not None:
-                    break
-                continue
-            line = self.process.stdout.readline()
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:  # the job's stdout closed: it ended
+                self.process.wait(timeout=10)
+                break
             if line.startswith("@@"):
                 event: dict[str, Any] = json.loads(line[2:])
                 self.events.append(event)
@@ -592,12 +606,20 @@ def job(pushgateway: Any, tmp_path: Path) -> Iterator[Job]:
         env={**os.environ, "PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
     )
     try:
-        yield Job(process, [])
+        yield Job(process)
     finally:
         if process.poll() is None:
+            # Where a job that is still running stands (every thread's stack), for a failure.
+            process.send_signal(signal.SIGUSR1)
+            deadline = time.monotonic() + 5
+            while (tmp_path / "job.log").stat().st_size == 0:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
             process.kill()
         process.wait(timeout=10)
         log.close()
+        print((tmp_path / "job.log").read_text()[-20000:])
 
 
 def finite(result: list[dict[str, Any]]) -> bool:

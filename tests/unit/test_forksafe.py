@@ -9,12 +9,13 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 
 from ondine_otel.runtime import runtime
+from ondine_otel.telemetry.call_record import CallRecord
 from ondine_otel.telemetry.metrics import OndineMetrics
 
 
 def _record_in_child(metrics: OndineMetrics) -> None:
     for sink in metrics.call_sinks:
-        sink("openai", "gpt-4o-mini", None)(0.01, 3, 1)
+        sink("openai", "gpt-4o-mini", None)([CallRecord(0, 10_000_000, "gpt-4o-mini", 3, 1)])
     assert metrics.calls.snapshot()
     assert metrics.reading() is not None
 

@@ -1,0 +1,85 @@
+"""Calls reach the metric sinks in batches: the batch path must count exactly what one `add`
+per value would, boundaries included, and a collection must see every call made before it."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+from opentelemetry import trace
+
+from ondine_otel.telemetry import instruments
+from ondine_otel.telemetry.aggregation import BucketCounts, CallAggregates
+from ondine_otel.telemetry.call_record import CallRecord
+from ondine_otel.telemetry.llm_calls import FOLD_CALLS, LLMCalls
+
+KEY = ("openai", "gpt-4o-mini", None)
+
+
+def _one_by_one(bounds: tuple[float, ...], values: list[float]) -> BucketCounts:
+    histogram = BucketCounts(bounds)
+    for value in values:
+        histogram.add(value)
+    return histogram
+
+
+def test_a_batch_counts_as_one_add_per_value_boundaries_included() -> None:
+    rng = random.Random(7)
+    bounds = tuple(instruments.GENAI_DURATION_BUCKETS)
+    durations = [rng.choice(bounds) for _ in range(200)] + [rng.uniform(0, 120) for _ in range(800)]
+    tokens = [rng.choice([0, 1, 4, 45, 1024, 10**7]) for _ in range(1000)]
+    aggregates = CallAggregates(bounds, instruments.GENAI_TOKEN_BUCKETS)
+    record = aggregates.recorder(KEY)
+    calls = [
+        CallRecord(0, round(d * 1e9), "gpt-4o-mini", t, t // 2)
+        for d, t in zip(durations, tokens, strict=True)
+    ]
+    for start in range(0, len(calls), 97):  # uneven batches
+        record(calls[start : start + 97])
+    series = aggregates.snapshot()[KEY]
+    expected = {
+        "duration": _one_by_one(bounds, [round(d * 1e9) / 1e9 for d in durations]),
+        "input_tokens": _one_by_one(tuple(instruments.GENAI_TOKEN_BUCKETS), tokens),
+        "output_tokens": _one_by_one(
+            tuple(instruments.GENAI_TOKEN_BUCKETS), [t // 2 for t in tokens]
+        ),
+    }
+    for name, want in expected.items():
+        got = getattr(series, name)
+        assert got.counts == want.counts, name
+        assert (got.count, got.min, got.max) == (want.count, want.min, want.max), name
+        assert abs(got.sum - want.sum) <= 1e-6 * max(1.0, abs(want.sum)), name
+
+
+def _calls(aggregates: CallAggregates) -> LLMCalls:
+    return LLMCalls(
+        trace.NoOpTracer(), [lambda p, m, e: aggregates.recorder((p, m, e))],
+        provider="openai", model="gpt-4o-mini", first_n=0, error_limit=0, rate=0.0,
+        capture_content=False,
+    )  # fmt: skip
+
+
+def test_every_call_is_folded_by_the_time_anyone_reads() -> None:
+    aggregates = CallAggregates(instruments.GENAI_DURATION_BUCKETS, instruments.GENAI_TOKEN_BUCKETS)
+    calls = _calls(aggregates)
+    threads = [
+        threading.Thread(
+            target=lambda: [
+                calls.record(CallRecord(0, 1_000_000, "gpt-4o-mini", 3, 1))
+                for _ in range(FOLD_CALLS * 3 + 5)
+            ]
+        )
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for _ in range(7):
+        calls.record(CallRecord(0, 1, None, None, None, error=TimeoutError()))
+    assert calls.dropped == 4 * (FOLD_CALLS * 3 + 5) + 7  # reading folds the rest
+    series = aggregates.snapshot()
+    assert series[KEY].duration.count == 4 * (FOLD_CALLS * 3 + 5)
+    assert series[KEY].input_tokens.sum == 3 * 4 * (FOLD_CALLS * 3 + 5)
+    failed = series[("openai", "gpt-4o-mini", "TimeoutError")]
+    assert failed.duration.count == 7 and failed.input_tokens.count == 0
