@@ -132,7 +132,7 @@ def _rss(s: dict[str, Any]) -> list[str]:
 
 def _stream(s: dict[str, Any]) -> list[str]:
     c, g = s["config"], s["growth"]
-    out = [f"{c['rounds']} round(s) at {c['rows']:,} rows and at {c['half_rows']:,}.", ""]
+    out = [f"{c['rounds']} round(s) at {c['rows']:,} rows and at {c['double_rows']:,}.", ""]
     out += _rss(s)
     n = s.get("noise")
     if n:
@@ -143,7 +143,7 @@ def _stream(s: dict[str, Any]) -> list[str]:
         ]
     out += [
         "",
-        f"| variant | RSS Δ MB at {c['half_rows']:,} rows | at {c['rows']:,} rows | growth MB |",
+        f"| variant | RSS Δ MB at {c['rows']:,} rows | at {c['double_rows']:,} rows | growth MB |",
         "|---|---:|---:|---:|",
     ]
     for name in ("bare", "ours"):

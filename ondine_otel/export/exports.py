@@ -48,6 +48,10 @@ def bind_metrics(metrics_: OndineMetrics, provider: MeterProvider) -> None:
     metrics_.bind(provider, produced=produced)
 
 
+#: Of a shutdown's timeout, what is kept for leaving the waits and stopping the rest.
+_STOP_MARGIN_S = 0.05
+
+
 class Exports:
     """The providers, readers, endpoint and pusher one configuration set up."""
 
@@ -156,8 +160,9 @@ class Exports:
                     report("flushing telemetry", error)
 
     def shutdown(self, timeout: float) -> None:
-        """Final pushes, stop serving, shut our providers down; within about `timeout` s."""
-        deadline = time.monotonic() + timeout
+        """Final pushes, stop serving, shut our providers down; within `timeout` s (a slice
+        of it is kept for what follows the last wait: a dead collector takes all it gets)."""
+        deadline = time.monotonic() + max(timeout - min(_STOP_MARGIN_S, timeout / 10), 0.0)
         if self.pusher is not None:
             pusher = self.pusher
             quietly(

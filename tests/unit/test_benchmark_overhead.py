@@ -158,12 +158,12 @@ def test_streamed_run(quick_run: tuple[dict[str, Any], str, str]) -> None:
     doc, _, _ = quick_run
     stream = doc["scenarios"]["stream_100k"]
     assert stream["config"]["rows"] == overhead.QUICK.stream_rows
-    assert stream["config"]["half_rows"] == overhead.QUICK.stream_rows // 2
+    assert stream["config"]["double_rows"] == overhead.QUICK.stream_rows * 2
     assert "execute_stream()" in stream["workload"]
     found = stream["variants"]
     assert set(found) == {"bare", "bare_2", "ours"}
     assert len({r["cost_usd"] for r in found.values()}) == 1
-    assert set(stream["at_half"]) == {"bare", "ours"}
+    assert set(stream["at_double"]) == {"bare", "ours"}
     for name in ("bare", "ours"):
         growth = stream["growth"][name]
         assert growth["rss_delta_smaller_bytes"] is not None, name
