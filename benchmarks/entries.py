@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry._logs import get_logger_provider
@@ -102,6 +103,19 @@ class _AppProviders:
         self._server.server_close()  # type: ignore[attr-defined]
 
 
+def _tear_down(app: _AppProviders, active: Session, stop_entry: Callable[[], Any]) -> None:
+    """Stop scraping, keep the evidence, then time what the application's exit does: the
+    entry's own tear-down and both providers' shutdown."""
+    _stop(active)
+    evidence = app.evidence()
+    started = time.perf_counter()
+    stop_entry()
+    app.shutdown()
+    active.teardown_s = time.perf_counter() - started
+    app.close()
+    active.evidence = {**evidence, "spans": len(app.spans.get_finished_spans())}
+
+
 def _settle(active: Session, before: ondine_state.Snapshot) -> None:
     """Record what the entry's tear-down left wrapped in ondine, and put it back."""
     active.left_patched = ondine_state.restore(before)
@@ -120,14 +134,7 @@ def app_meter(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
         try:
             yield active
         finally:
-            _stop(active)
-            evidence = app.evidence()
-            started = time.perf_counter()
-            instrumentor.uninstrument()
-            app.shutdown()
-            active.teardown_s = time.perf_counter() - started
-            app.close()
-            active.evidence = {**evidence, "spans": len(app.spans.get_finished_spans())}
+            _tear_down(app, active, instrumentor.uninstrument)
             _settle(active, before)
 
 
@@ -141,13 +148,7 @@ def otel_observer(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
         try:
             yield active
         finally:
-            _stop(active)
-            evidence = app.evidence()
-            started = time.perf_counter()
-            app.shutdown()
-            active.teardown_s = time.perf_counter() - started
-            app.close()
-            active.evidence = {**evidence, "spans": len(app.spans.get_finished_spans())}
+            _tear_down(app, active, lambda: None)  # OtelObserver has no tear-down of its own
             # OtelObserver has no tear-down of its own; what it leaves wrapped is reported,
             # then removed the public way (the instrumentor's uninstrument()) and checked.
             left = ondine_state.changed(before)
