@@ -62,14 +62,6 @@ class CallRecord(tuple):
     ) -> CallRecord:
         return _new(cls, (start_ns, end_ns, error, route, input_tokens, output_tokens))
 
-    @property
-    def duration_s(self) -> float:
-        return max(self[1] - self[0], 0) / 1e9
-
-    @property
-    def error_type(self) -> str | None:
-        return None if self[2] is None else type(self[2]).__name__
-
     # --- details, read only for the calls that get a span (sources override them) ------
     cost_usd = finish_reason = prompt = system = completion = property(_unknown)
     temperature = max_tokens = deployment = property(_unknown)

@@ -127,12 +127,8 @@ class LLMCalls:
             return  # no span: the settled case, read without the lock (`_admit` re-checks)
         if not self._admit(error is not None, end_ns):
             return
-        if error is None:
-            found = self._by_route.get(call.route) or self.resolve(call.route)
-        else:
-            found = self.resolve(None, type(error).__name__)
-        provider, model = found[0], found[1]
-        error_type = call.error_type
+        error_type = None if error is None else type(error).__name__
+        provider, model, _ = self.resolve(None if error else call.route, error_type)
         attributes = {
             semconv.GEN_AI_OPERATION_NAME: semconv.SPAN_LLM_OPERATION,
             semconv.GEN_AI_PROVIDER_NAME: provider,
@@ -188,7 +184,7 @@ class LLMCalls:
                         errors.setdefault(type(error).__name__, []).append(call)
             self.calls += len(calls)
             for route, group in routes.items():
-                for record in (self._by_route.get(route) or self.resolve(route))[2]:
+                for record in self.resolve(route)[2]:
                     record(group)
             for error_type, group in errors.items():
                 for record in self.resolve(None, error_type)[2]:
