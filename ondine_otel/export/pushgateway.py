@@ -369,7 +369,13 @@ class PushgatewayPusher:
             return
         for group in self._with_home({pipeline}):
             self._guarded(_SITE, self.push_pipeline, group)
-        if kind in ("started", "batch"):  # an active run, or a batch job in flight
+        if kind == "started":
+            # A run that ended before this task ran has no group to push: pushing it would
+            # leave an empty group on the gateway until the run's "finished" task deletes it.
+            if run_id in {run.session_id for run in self._active_runs()}:
+                self._guarded(_SITE, self.push_run, pipeline, run_id)
+            return
+        if kind == "batch":  # a batch job in flight
             self._guarded(_SITE, self.push_run, pipeline, run_id)
             return
         self._guarded(_SITE, self.delete_run, pipeline, run_id)  # ended, or collected

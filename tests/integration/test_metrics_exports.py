@@ -156,8 +156,12 @@ def pushed_once(gateway: Service, name: str, runs: int, rig: PushRig | None = No
     """The pipeline's samples (of `rig`'s process group only, when given) once the final push
     of its `runs`-th run has landed.
 
-    Final pushes happen on the pusher's worker thread, after execute() has returned.
+    Final pushes happen on the pusher's worker thread, after execute() has returned. With a
+    rig, its queue is drained first: until then a pipeline push can show the run counted while
+    the run's own group is still to be pushed or deleted.
     """
+    if rig is not None:
+        assert rig.pusher.flush(timeout=15), "the pusher's queued pushes did not finish"
 
     def landed() -> list[Any] | None:
         samples = group(gateway_samples(gateway), name)
