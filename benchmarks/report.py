@@ -90,17 +90,18 @@ def _rounds(s: dict[str, Any]) -> list[str]:
         f"order), {c['tracemalloc_rounds']} tracemalloc round(s).",
         "",
         "| variant | median s | min–max s | rows/s | time ratio | CPU ratio "
-        "| per round: median (min–max) | µs/call | peak MB (tracemalloc) | shutdown s | target "
-        "| within |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| per round: median (min–max) | µs/call | GC ms (full) | peak MB (tracemalloc) "
+        "| shutdown s | target | within |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for name, r in s["variants"].items():
         rr = r["round_ratios"]
         per_round = f"{r['round_ratio_median']:.3f} ({min(rr):.3f}–{max(rr):.3f})" if rr else "–"
         out.append(
             _timing(name, r, per_round)
-            + f" {_mb(r['peak_tracemalloc_bytes'])} | {_cell(r['teardown_s_median'], '.3f')} | "
-            f"{r.get('target', '–')} | {_yes(r.get('within_target'))} |"
+            + f" {_gc(r)} | {_mb(r['peak_tracemalloc_bytes'])} | "
+            + f"{_cell(r['teardown_s_median'], '.3f')} | {r.get('target', '–')} | "
+            + f"{_yes(r.get('within_target'))} |"
         )
     n = s.get("noise")
     if n:
@@ -111,6 +112,16 @@ def _rounds(s: dict[str, Any]) -> list[str]:
             f"{_cell(n['round_ratio_min'], '.3f')}–{_cell(n['round_ratio_max'], '.3f')}.",
         ]
     return out
+
+
+def _gc(r: dict[str, Any]) -> str:
+    """The collector's median pause total, and the full collections per run (runs alike: one
+    number)."""
+    if r.get("gc_s_median") is None:
+        return "–"
+    full = sorted(set(r.get("gc_full_per_run") or []))
+    runs = "/".join(str(n) for n in full) if full else "–"
+    return f"{r['gc_s_median'] * 1000:.0f} ({runs})"
 
 
 def _rss(s: dict[str, Any]) -> list[str]:

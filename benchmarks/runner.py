@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from benchmarks.endpoints import OtlpSink
+from benchmarks.gctime import GcClock
 from benchmarks.rss import PeakSampler, rss_bytes
 from benchmarks.variants import Variant, session
 from benchmarks.workload import Workload, build_pipeline, execute
@@ -50,6 +51,8 @@ class Sample:
     # This process's CPU time (every thread) during the run: unlike wall time, not lengthened
     # by other processes competing for the CPUs.
     cpu_s: float = 0.0
+    gc_s: float = 0.0  # the collector's pauses during the run (GcClock)
+    gc_full: int = 0  # full collections during the run
     evidence: dict[str, int] = field(default_factory=dict)  # see Session.evidence
     left_patched: list[str] | None = None  # see Session.left_patched
 
@@ -82,6 +85,8 @@ def run_once(
                 sampler.start()
             if trace_memory:
                 tracemalloc.start()
+            clock = GcClock()
+            clock.start()
             cpu_started = time.process_time()
             started = time.perf_counter()
             try:
@@ -89,6 +94,7 @@ def run_once(
                 seconds = time.perf_counter() - started
                 cpu_s = time.process_time() - cpu_started
             finally:
+                clock.stop()
                 peak = tracemalloc.get_traced_memory()[1] if trace_memory else None
                 if trace_memory:
                     tracemalloc.stop()
@@ -101,6 +107,8 @@ def run_once(
         variant=variant.name,
         seconds=seconds,
         cpu_s=cpu_s,
+        gc_s=clock.seconds,
+        gc_full=clock.full,
         cost=cost,
         rows=rows,
         peak_bytes=peak,

@@ -64,6 +64,8 @@ def summarize(
             "time_ratio": _r(ratio, 3),
             "cpu_median_s": _r(cpu, 4),
             "cpu_ratio": _r(cpu / base_cpu if cpu and base_cpu else None, 3),
+            "gc_s_median": _r(statistics.median(s.gc_s for s in runs), 4) if runs else None,
+            "gc_full_per_run": [s.gc_full for s in runs],
             "round_ratios": [round(p, 3) for p in paired],
             "round_ratio_median": _r(statistics.median(paired), 3) if paired else None,
             "per_call_us": _r(

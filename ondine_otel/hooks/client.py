@@ -64,7 +64,7 @@ def _traced(original: Callable[..., Any], patch: _Patch) -> Callable[..., Any]:
                 report("recording a failed LLM call", failure)
             raise
         try:
-            calls.record(call_record.from_response(start, time_ns(), response, args, kwargs))
+            calls.responded(start, time_ns(), response, args, kwargs)
         except Exception as failure:  # noqa: BLE001
             report("recording an LLM call", failure)
         return response

@@ -17,7 +17,7 @@ from operator import sub
 from typing import Any
 
 from ondine_otel.telemetry.call_record import (
-    CallRecord,
+    CallFields,
     end_of,
     input_tokens_of,
     output_tokens_of,
@@ -87,7 +87,7 @@ class CallSeries:
 
 
 #: Records calls of one fixed key (a batch: the calls a run folded since it last did).
-SeriesRecorder = Callable[[Sequence[CallRecord]], None]
+SeriesRecorder = Callable[[Sequence[CallFields]], None]
 
 
 class CallAggregates:
@@ -113,7 +113,7 @@ class CallAggregates:
         duration_ns_bounds = tuple(bound * 1e9 for bound in duration.bounds)
         failed = key[2] is not None
 
-        def record(calls: Sequence[CallRecord]) -> None:
+        def record(calls: Sequence[CallFields]) -> None:
             # Whole columns at once, in C: durations in ns against the bounds in ns.
             durations = list(map(sub, map(end_of, calls), map(start_of, calls)))
             if min(durations) < 0:  # a clock step: count it as instant

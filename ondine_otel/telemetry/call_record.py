@@ -29,6 +29,11 @@ input_tokens_of = itemgetter(4)
 output_tokens_of = itemgetter(5)
 
 
+#: A call's metric fields, the first six of its `CallRecord` (what the metrics fold; a call
+#: waiting to be folded is an exact tuple of them, holding no source object).
+CallFields = tuple[Any, ...]
+
+
 def _unknown(record: CallRecord) -> Any:
     return None
 
@@ -124,24 +129,24 @@ class _FailedAttempt(CallRecord):
         return found
 
 
+def response_fields(start_ns: int, end_ns: int, response: Any) -> CallFields:
+    """The metric fields of a wrapped client's successful call (ondine's `LLMResponse`): an
+    exact tuple of plain values, which the metrics fold in batches."""
+    return (
+        start_ns,
+        end_ns,
+        None,
+        getattr(response, "model", None),
+        getattr(response, "tokens_in", None),
+        getattr(response, "tokens_out", None),
+    )
+
+
 def from_response(
     start_ns: int, end_ns: int, response: Any, args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> CallRecord:
-    """A successful call of a wrapped client (ondine's `LLMResponse`)."""
-    return _new(
-        _ClientCall,
-        (
-            start_ns,
-            end_ns,
-            None,
-            getattr(response, "model", None),
-            getattr(response, "tokens_in", None),
-            getattr(response, "tokens_out", None),
-            response,
-            args,
-            kwargs,
-        ),
-    )
+    """A successful call of a wrapped client, with its source for a span's details."""
+    return _new(_ClientCall, (*response_fields(start_ns, end_ns, response), response, args, kwargs))
 
 
 def from_error(

@@ -21,9 +21,9 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from ondine_otel.telemetry import modelname, semconv
+from ondine_otel.telemetry import call_record, modelname, semconv
 from ondine_otel.telemetry.aggregation import SeriesRecorder
-from ondine_otel.telemetry.call_record import CallRecord, error_of, route_of
+from ondine_otel.telemetry.call_record import CallFields, CallRecord, error_of, route_of
 from ondine_otel.telemetry.redaction import redact
 from ondine_otel.telemetry.tracing import span_attributes
 
@@ -81,7 +81,7 @@ class LLMCalls:
         self._lock = threading.Lock()
         #: Calls not yet in the sinks. No lock per call: `append`, a prefix slice and its
         #: `del` are each atomic, and calls appended meanwhile land after the prefix.
-        self._pending: list[CallRecord] = []
+        self._pending: list[CallFields] = []
         self._fold_lock = threading.Lock()
         self._fold_ns = 0
 
@@ -113,18 +113,41 @@ class LLMCalls:
         Runs for every call of the job, so the usual case (metrics only) is an append and
         three comparisons: the sinks get the calls in batches (`fold`), and the record's
         details are read only for a span."""
-        pending = self._pending
-        pending.append(call)
         end_ns = call.end_ns
+        error = call.error
+        # Only the metric fields wait for the fold, as an exact tuple: it keeps no response or
+        # arguments alive, and the collector untracks it at its first pass, so waiting calls
+        # never reach the oldest generation (whose growth brings on full collections).
+        self._add(call[:6], end_ns)
+        if error is None and self._settled(end_ns):
+            return
+        self._maybe_span(call)
+
+    def responded(self, start_ns: int, end_ns: int, response: Any, args: Any, kwargs: Any) -> None:
+        """`record` of a wrapped client's successful call, the job's hottest path: the metric
+        fields are appended as they are, and the whole `CallRecord` is built only when the
+        call may get a span."""
+        self._add(call_record.response_fields(start_ns, end_ns, response), end_ns)
+        if self._settled(end_ns):
+            return
+        self._maybe_span(call_record.from_response(start_ns, end_ns, response, args, kwargs))
+
+    def _add(self, fields: CallFields, end_ns: int) -> None:
+        """Queue a call's metric fields; fold the queue when it is full or due."""
+        pending = self._pending
+        pending.append(fields)
         if len(pending) >= FOLD_CALLS or end_ns >= self._fold_ns:
             self.fold()
+
+    def _settled(self, end_ns: int) -> bool:
+        """No span for a successful call ending now: the first N are taken and the rate is
+        not due (read without the lock; `_admit` re-checks)."""
+        return self.emitted >= self.first_n and (self.rate <= 0 or end_ns < self._next_ns)
+
+    def _maybe_span(self, call: CallRecord) -> None:
+        """A `chat` span for the call, if the span policy admits it."""
         error = call.error
-        if (
-            error is None
-            and self.emitted >= self.first_n
-            and (self.rate <= 0 or end_ns < self._next_ns)
-        ):
-            return  # no span: the settled case, read without the lock (`_admit` re-checks)
+        end_ns = call.end_ns
         if not self._admit(error is not None, end_ns):
             return
         error_type = None if error is None else type(error).__name__
@@ -168,8 +191,8 @@ class LLMCalls:
             self._fold_ns = time_ns() + FOLD_AFTER_NS
             if not calls:
                 return
-            routes: dict[Any, list[CallRecord]] = {}
-            errors: dict[str, list[CallRecord]] = {}
+            routes: dict[Any, list[CallFields]] = {}
+            errors: dict[str, list[CallFields]] = {}
             first_route = route_of(calls[0])
             if not any(map(error_of, calls)) and all(
                 map(eq, repeat(first_route), map(route_of, calls))

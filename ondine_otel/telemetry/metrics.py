@@ -29,7 +29,7 @@ from ondine_otel.config import DEFAULTS
 from ondine_otel.telemetry import instruments, semconv
 from ondine_otel.telemetry.aggregation import CallAggregates, SeriesRecorder
 from ondine_otel.telemetry.batch_metrics import BatchMetrics, Contribution
-from ondine_otel.telemetry.call_record import CallRecord
+from ondine_otel.telemetry.call_record import CallFields
 from ondine_otel.telemetry.guard import report
 from ondine_otel.telemetry.labels import LabelLimiter
 from ondine_otel.telemetry.points import PointProducer
@@ -199,14 +199,14 @@ class SdkCallInstruments:
         base, as_input, as_output = instruments.call_attributes(key)
         duration, tokens = self._duration, self._tokens
 
-        def record(calls: Sequence[CallRecord]) -> None:
-            for call in calls:
-                duration.record(max(call.end_ns - call.start_ns, 0) / 1e9, base)
+        def record(calls: Sequence[CallFields]) -> None:
+            for start_ns, end_ns, _, _, input_tokens, output_tokens in calls:
+                duration.record(max(end_ns - start_ns, 0) / 1e9, base)
                 if error_type is None:
-                    if call.input_tokens is not None:
-                        tokens.record(call.input_tokens, as_input)
-                    if call.output_tokens is not None:
-                        tokens.record(call.output_tokens, as_output)
+                    if input_tokens is not None:
+                        tokens.record(input_tokens, as_input)
+                    if output_tokens is not None:
+                        tokens.record(output_tokens, as_output)
 
         return record
 

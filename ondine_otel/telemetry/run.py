@@ -191,6 +191,10 @@ class RunTelemetry:
         first = self._new_part(context, owner, chunk, 0)
         self.span = self._start_run_span(parent, attributes or {})
         self._enter(first)
+        if self.streaming:
+            # A stream's chunks are parts, each dropped with its context when it ends; the
+            # run keeps none (a chunk's context holds every response of its rows until then).
+            self.context = None
 
     # --- start -------------------------------------------------------------------------
     def _start_run_span(self, parent: Context | None, extra: dict[str, Any]) -> Span:

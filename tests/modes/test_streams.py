@@ -9,10 +9,12 @@ nothing at all (ondine builds each chunk's pipeline without the user's observers
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ondine.orchestration.execution_context import ExecutionContext
 
 from tests.modes import shape
 from tests.modes.conftest import SPY, RunReport, Telemetry
@@ -230,3 +232,32 @@ def test_a_stream_that_ondine_stops_on_its_budget_ends_as_an_error(
     assert telemetry.metric("ondine.runs", pipeline=name, status="error") == 1
     assert telemetry.metric("ondine.runs", pipeline=name, status="success") == 0
     assert telemetry.metric("ondine.rows.processed", pipeline=name) == 2 * CHUNK
+
+
+def _held_by_ondine_otel(obj: object) -> list[str]:
+    """The ondine-otel objects that refer to `obj`, directly or through their `__dict__`."""
+    holders = []
+    for referrer in gc.get_referrers(obj):
+        owners = [referrer, *(gc.get_referrers(referrer) if isinstance(referrer, dict) else [])]
+        holders += [
+            type(owner).__qualname__
+            for owner in owners
+            if type(owner).__module__.startswith("ondine_otel")
+        ]
+    return holders
+
+
+def test_a_stream_keeps_no_chunks_context_once_the_chunk_is_done(
+    telemetry: Telemetry, tmp_path: Path
+) -> None:
+    """A chunk's ExecutionContext holds every response of its rows: kept for the rest of a
+    10M-row stream, it costs memory and makes every full collection walk them."""
+    builder = litellm_builder(reviews(CHUNK * 4), tmp_path).with_streaming(chunk_size=CHUNK)
+    chunks = telemetry.build(builder).execute_stream(chunk_size=CHUNK)
+    next(chunks), next(chunks)  # two chunks done, the stream (and its run) still going
+    gc.collect()
+    contexts = [o for o in gc.get_objects() if isinstance(o, ExecutionContext)]
+    assert contexts, "ondine keeps no context alive between chunks: nothing to check"
+    held = {id(context): _held_by_ondine_otel(context) for context in contexts}
+    assert not any(held.values()), held
+    assert sum(chunk.metrics.processed_rows for chunk in chunks) == CHUNK * 2

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import random
 import threading
+import weakref
 
 from opentelemetry import trace
 
-from ondine_otel.telemetry import instruments
+from ondine_otel.telemetry import call_record, instruments
 from ondine_otel.telemetry.aggregation import BucketCounts, CallAggregates
 from ondine_otel.telemetry.call_record import CallRecord
 from ondine_otel.telemetry.llm_calls import FOLD_CALLS, LLMCalls
@@ -83,3 +84,32 @@ def test_every_call_is_folded_by_the_time_anyone_reads() -> None:
     assert series[KEY].input_tokens.sum == 3 * 4 * (FOLD_CALLS * 3 + 5)
     failed = series[("openai", "gpt-4o-mini", "TimeoutError")]
     assert failed.duration.count == 7 and failed.input_tokens.count == 0
+
+
+class _Response:
+    """Stands for ondine's LLMResponse (weakly referable)."""
+
+    model = "gpt-4o-mini"
+    tokens_in = 45
+    tokens_out = 1
+
+
+class _Kwargs(dict[str, str]):
+    """A call's keyword arguments (a dict that can be weakly referred to)."""
+
+
+def test_a_call_waiting_to_be_folded_keeps_no_response_or_arguments_alive() -> None:
+    """Waiting calls are plain tuples of numbers and names: a source object kept until the
+    fold would outlive its row and reach the collector's oldest generation."""
+    aggregates = CallAggregates(instruments.GENAI_DURATION_BUCKETS, instruments.GENAI_TOKEN_BUCKETS)
+    calls = _calls(aggregates)
+    response, args, kwargs = _Response(), ("prompt",), _Kwargs(system_message="be brief")
+    gone = [weakref.ref(response), weakref.ref(kwargs)]
+    calls.responded(0, 1_000, response, args, kwargs)
+    calls.record(call_record.from_response(0, 1_000, response, args, kwargs))
+    assert 0 < len(calls._pending) < FOLD_CALLS  # still waiting for the fold
+    del response, args, kwargs
+    assert [ref() for ref in gone] == [None, None]
+    assert calls.dropped == 2
+    series = aggregates.snapshot()[KEY]
+    assert (series.duration.count, series.input_tokens.sum, series.output_tokens.sum) == (2, 90, 2)
