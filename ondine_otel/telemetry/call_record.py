@@ -6,7 +6,9 @@ Every source builds a `CallRecord`, and `LLMCalls.record` turns it into the metr
 the calls the span policy admits, a `chat` span. A record is built for every call of a 10M-row
 job, in the job's own time: it is a tuple (built in C, its fields read in C) holding what the
 metrics need (timing, outcome, route, tokens) and its source, from which the details a span
-shows (text, cost, finish reason, request settings) are read only when a span asks.
+shows (text, cost, finish reason, request settings) are read only when a span asks. Until the
+metrics fold them, calls wait as `CallFields` (the first six fields alone), which keep no source
+object alive.
 """
 
 from __future__ import annotations

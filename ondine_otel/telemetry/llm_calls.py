@@ -110,9 +110,10 @@ class LLMCalls:
     def record(self, call: CallRecord) -> None:
         """Count the call in every sink; give it a `chat` span if the span policy admits it.
 
-        Runs for every call of the job, so the usual case (metrics only) is an append and
-        three comparisons: the sinks get the calls in batches (`fold`), and the record's
-        details are read only for a span."""
+        Every source but a wrapped client's successful call (`responded`) comes here: failed
+        calls, ondine's `llm_call` events, a Router's failed attempts. The usual case (metrics
+        only) is an append and three comparisons: the sinks get the calls in batches (`fold`),
+        and the record's details are read only for a span."""
         end_ns = call.end_ns
         error = call.error
         # Only the metric fields wait for the fold, as an exact tuple: it keeps no response or
