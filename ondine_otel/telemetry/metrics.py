@@ -340,7 +340,9 @@ class OndineMetrics:
 
     def reading(self) -> Reading:
         """What a collection reports now: the callbacks of one collection (and its produced
-        points) share one reading, because each reading of a run takes ondine's lock."""
+        points) share one reading, because each reading of a run takes ondine's lock. Runs
+        fold their calls first: where the calls go to SDK instruments (`SdkCallInstruments`),
+        this is the collection's only hook to bring them in (produced points fold their own)."""
         self.fold_calls()
         with self._lock:
             cached = self._reading

@@ -141,7 +141,10 @@ class RunTelemetry:
         """`chunk`: the first part is chunk 0 of a stream (later chunks `join`); then the run
         ends only by `finish`, and `expected_rows` (if known) is its rows total. `parent`:
         where the run span hangs (default: the caller's span, else TRACEPARENT)."""
-        self.context = context
+        #: ondine's context, for its stats at the end: a plain run's one. A stream's chunks are
+        #: parts, each dropped with its context when it ends, and the run keeps none (a chunk's
+        #: context holds every response of its rows).
+        self._context = None if chunk is not None else context
         self.owner = owner
         self.session_id = str(getattr(context, "session_id", ""))
         self.pipeline_name = pipeline_name
@@ -189,17 +192,13 @@ class RunTelemetry:
         #: checkpoint ondine saves next ends it instead (after recording its event).
         self.end_after_checkpoint: BaseException | None = None
         first = self._new_part(context, owner, chunk, 0)
-        self.span = self._start_run_span(parent, attributes or {})
+        self.span = self._start_run_span(context, parent, attributes or {})
         self._enter(first)
-        if self.streaming:
-            # A stream's chunks are parts, each dropped with its context when it ends; the
-            # run keeps none (a chunk's context holds every response of its rows until then).
-            self.context = None
 
     # --- start -------------------------------------------------------------------------
-    def _start_run_span(self, parent: Context | None, extra: dict[str, Any]) -> Span:
-        original_trace_id = getattr(self.context, "trace_id", None)
-        mapped = ids.map_ids(original_trace_id, getattr(self.context, "span_id", None))
+    def _start_run_span(self, context: Any, parent: Context | None, extra: dict[str, Any]) -> Span:
+        original_trace_id = getattr(context, "trace_id", None)
+        mapped = ids.map_ids(original_trace_id, getattr(context, "span_id", None))
         parent = parent_context() if parent is None else parent
         parent_span = trace.get_current_span(parent).get_span_context()
         links: list[Link] = []
@@ -225,11 +224,11 @@ class RunTelemetry:
             attributes=span_attributes(
                 {
                     semconv.ATTR_SESSION_ID: self.session_id,
-                    semconv.ATTR_PIPELINE_ID: _text(getattr(self.context, "pipeline_id", None)),
+                    semconv.ATTR_PIPELINE_ID: _text(getattr(context, "pipeline_id", None)),
                     semconv.ATTR_PIPELINE_NAME: self.pipeline_name,
                     semconv.ATTR_TRACE_ID: _text(original_trace_id) or "",
                     semconv.ATTR_ROWS_TOTAL: self.snapshot().rows_total,
-                    semconv.ATTR_RESUMED: self.resumed,
+                    semconv.ATTR_RESUMED: self._resumed(context),
                     semconv.ATTR_LLM_MODEL: self.model,
                     semconv.ATTR_LLM_PROVIDER: self.provider,
                     semconv.OPENINFERENCE_SPAN_KIND: semconv.KIND_CHAIN,
@@ -240,7 +239,7 @@ class RunTelemetry:
         self.span = span
         self.trace_id = span.get_span_context().trace_id
         if parent_span.is_valid:
-            self._write_trace_id(self.context)
+            self._write_trace_id(context)
         if self.restored is not None:
             span.add_event(semconv.EVENT_CHECKPOINT_RESTORED, self.restored.attributes)
         return span
@@ -255,9 +254,8 @@ class RunTelemetry:
         except Exception as error:  # noqa: BLE001
             report("writing trace_id back to the ondine context", error)
 
-    @property
-    def resumed(self) -> bool:
-        data = getattr(self.context, "intermediate_data", None)
+    def _resumed(self, context: Any) -> bool:
+        data = getattr(context, "intermediate_data", None)
         flagged = isinstance(data, dict) and bool(data.get("resumed_from_checkpoint"))
         return self.restored is not None or flagged
 
@@ -537,7 +535,7 @@ class RunTelemetry:
             quietly("undoing a stage's instrumentation", action)
         final = self.snapshot()
         duration = time.monotonic() - self._start_mono
-        stats = None if self.streaming else _stats(self.context)
+        stats = None if self._context is None else _stats(self._context)
         rows_per_second = getattr(stats, "rows_per_second", None)
         if rows_per_second is None:
             rows_per_second = final.rows_processed / duration if duration > 0 else 0.0
