@@ -4,7 +4,9 @@ Only ``Pipeline.execute()`` is timed; building the pipeline and setting a varian
 are not (tear-down is timed on its own). A full collection runs before every timed run and
 the harness keeps nothing of a run but a few numbers, so no run pays for another's garbage.
 Rounds are short and each runs every variant once in its own shuffled order (seeded, so a
-rerun repeats it): the machine's fast/slow phases then fall on all variants alike.
+rerun repeats it): the machine's fast/slow phases then fall on all variants alike. Each round
+also starts its runs at its own point of the collector's cycle (the rounds spread evenly over
+it), so a variant pays the expected cost of what it keeps alive, not all or nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from benchmarks.endpoints import OtlpSink
-from benchmarks.gctime import GcClock
+from benchmarks.gctime import GcClock, start_cycle_at
 from benchmarks.rss import PeakSampler, rss_bytes
 from benchmarks.variants import Variant, session
 from benchmarks.workload import Workload, build_pipeline, execute
@@ -53,6 +55,7 @@ class Sample:
     cpu_s: float = 0.0
     gc_s: float = 0.0  # the collector's pauses during the run (GcClock)
     gc_full: int = 0  # full collections during the run
+    gc_phase: float = 0.0  # where in the collector's cycle the run started (start_cycle_at)
     evidence: dict[str, int] = field(default_factory=dict)  # see Session.evidence
     left_patched: list[str] | None = None  # see Session.left_patched
 
@@ -64,8 +67,10 @@ def run_once(
     *,
     trace_memory: bool = False,
     sample_rss: bool = False,
+    gc_phase: float = 0.0,
 ) -> Sample:
-    """One execute() of the workload under the variant.
+    """One execute() of the workload under the variant, started `gc_phase` (0-1) of the way
+    through the collector's cycle (`gctime.start_cycle_at`).
 
     After the tear-down, waits (untimed) for the threads the variant started to end, so an
     exporter still retrying a dead collector does not run during the next variant's run.
@@ -78,6 +83,7 @@ def run_once(
             for observer in active.observers:
                 pipeline.add_observer(observer)
             gc.collect()
+            start_cycle_at(gc_phase)
             active.start()
             sampler = PeakSampler() if sample_rss else None
             rss_before = rss_bytes() if sample_rss else None
@@ -109,6 +115,7 @@ def run_once(
         cpu_s=cpu_s,
         gc_s=clock.seconds,
         gc_full=clock.full,
+        gc_phase=gc_phase,
         cost=cost,
         rows=rows,
         peak_bytes=peak,
@@ -167,6 +174,14 @@ class Rounds:
     orders: list[list[str]]
 
 
+def round_phases(rounds: int, salt: str) -> list[float]:
+    """Where in the collector's cycle each round starts its runs (every variant of a round
+    alike): spread evenly over the cycle in a seeded order, so a few rounds already cover it."""
+    phases = [(index + 0.5) / rounds for index in range(rounds)]
+    random.Random(f"{SEED}-{salt}-gc").shuffle(phases)
+    return phases
+
+
 def interleaved(
     variants: Sequence[Variant],
     workload: Workload,
@@ -178,20 +193,25 @@ def interleaved(
     label: str,
     progress: Callable[[str], None],
 ) -> Rounds:
-    """Warm-up rounds (discarded), timed rounds, then tracemalloc rounds (own, slower)."""
+    """Warm-up rounds (discarded), timed rounds, then tracemalloc rounds (own, slower). Every
+    run of a timed round starts at that round's point of the collector's cycle."""
     timed: dict[str, list[Sample]] = {v.name: [] for v in variants}
     traced: dict[str, list[Sample]] = {v.name: [] for v in variants}
-    plan: list[tuple[str, dict[str, list[Sample]] | None, list[Variant], bool]] = []
-    plan += [(f"warm-up {i + 1}", None, list(variants), False) for i in range(warmup)]
+    plan: list[tuple[str, dict[str, list[Sample]] | None, list[Variant], bool, float]] = []
+    plan += [(f"warm-up {i + 1}", None, list(variants), False, 0.0) for i in range(warmup)]
     orders = round_orders(variants, rounds, label)
-    plan += [(f"round {i + 1}/{rounds}", timed, order, False) for i, order in enumerate(orders)]
+    phases = round_phases(rounds, label)
     plan += [
-        (f"memory {i + 1}/{memory_rounds}", traced, order, True)
+        (f"round {i + 1}/{rounds}", timed, order, False, phase)
+        for i, (order, phase) in enumerate(zip(orders, phases, strict=True))
+    ]
+    plan += [
+        (f"memory {i + 1}/{memory_rounds}", traced, order, True, 0.0)
         for i, order in enumerate(round_orders(variants, memory_rounds, f"{label}-memory"))
     ]
-    for step, into, order, trace_memory in plan:
+    for step, into, order, trace_memory, phase in plan:
         for variant in order:
-            sample = run_once(variant, workload, sink, trace_memory=trace_memory)
+            sample = run_once(variant, workload, sink, trace_memory=trace_memory, gc_phase=phase)
             if into is not None:
                 into[variant.name].append(sample)
             mib = f"  peak {sample.peak_bytes / 2**20:.1f} MiB" if sample.peak_bytes else ""

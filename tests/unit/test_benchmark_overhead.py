@@ -6,6 +6,7 @@ provider and peers that patch litellm, which must not leak into the other tests.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import os
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import overhead, runner, variants
+from benchmarks import gctime, overhead, runner, variants
 from benchmarks.endpoints import HangingEndpoint, OtlpSink, refused_endpoint, scrape
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -227,6 +228,43 @@ def test_round_orders_differ_and_repeat() -> None:
     assert all(sorted(v.name for v in o) == ["bare", "bare_2", "ours"] for o in orders)
     assert all(a != b for a, b in itertools.pairwise(orders))
     assert orders == runner.round_orders(chosen, 6, "x")
+
+
+def test_round_phases_cover_the_collectors_cycle_and_repeat() -> None:
+    phases = runner.round_phases(4, "x")
+    assert sorted(phases) == [0.125, 0.375, 0.625, 0.875]
+    assert phases == runner.round_phases(4, "x")
+
+
+def _full_collections(phase: float, share: float) -> int:
+    """Full collections while objects worth `share` of the oldest generation's threshold are
+    promoted into it, the cycle started at `phase` (the younger generations collected every 50
+    allocations, so promotion follows allocation closely)."""
+    gc.collect()
+    threshold = len(gc.get_objects(generation=2)) / 4
+    gctime.start_cycle_at(phase)
+    before = gc.get_threshold()
+    clock = gctime.GcClock()
+    gc.set_threshold(50, 0, 0)
+    clock.start()
+    try:
+        kept = [[] for _ in range(int(share * threshold))]
+        return clock.full
+    finally:
+        clock.stop()
+        gc.set_threshold(*before)
+        del kept
+
+
+def test_a_run_can_start_part_way_through_the_collectors_cycle() -> None:
+    """The same promotions bring a full collection only when the cycle starts part way, and
+    the shift leaves nothing alive."""
+    assert _full_collections(0.0, 0.8) == 0
+    assert _full_collections(0.5, 0.8) == 1
+    gc.collect()
+    alive = len(gc.get_objects())
+    gctime.start_cycle_at(0.7)
+    assert len(gc.get_objects()) <= alive + 100
 
 
 def test_failure_endpoints_behave_as_named() -> None:

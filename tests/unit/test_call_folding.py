@@ -105,9 +105,13 @@ def test_a_call_waiting_to_be_folded_keeps_no_response_or_arguments_alive() -> N
     calls = _calls(aggregates)
     response, args, kwargs = _Response(), ("prompt",), _Kwargs(system_message="be brief")
     gone = [weakref.ref(response), weakref.ref(kwargs)]
+    calls.fold()  # starts the fold timer (a run's first call folds at once)
     calls.responded(0, 1_000, response, args, kwargs)
     calls.record(call_record.from_response(0, 1_000, response, args, kwargs))
     assert 0 < len(calls._pending) < FOLD_CALLS  # still waiting for the fold
+    # The hot path writes the fields out itself: they must be the record's, as an exact tuple.
+    assert calls._pending[0] == calls._pending[1] == (0, 1_000, None, "gpt-4o-mini", 45, 1)
+    assert {type(fields) for fields in calls._pending} == {tuple}
     del response, args, kwargs
     assert [ref() for ref in gone] == [None, None]
     assert calls.dropped == 2
