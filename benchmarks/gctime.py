@@ -2,21 +2,23 @@
 collector's cycle a run starts.
 
 Python's full collections walk every object alive, so a variant that keeps more objects alive
-(or promotes more to the oldest generation) can add one to a run: ≈ 50 ms on a 10k-row run,
+(or promotes more to the oldest generation) can add one to a run: ≈ 60 ms on a 10k-row run,
 several per cent. The totals separate that from the per-call cost.
 
 CPython (3.10-3.13) collects the oldest generation once the objects promoted into it since its
-last collection reach a quarter of what that collection left. A run that starts right after a
-full collection always starts at the same point of that cycle: if the bare run happens to end
-just short of one more full collection, any variant that keeps a few hundred more objects
-alive pays a whole one (≈ 60 ms), every round, although its expected cost in a process that
-starts the job at an arbitrary point is a hundredth of that. `start_cycle_at` moves the start
+last collection reach a quarter of what that collection left (and more than 10 collections of
+the middle one have run, which any run does). A run that starts right after a full collection
+always starts at the same point of that cycle: if the bare run happens to end just short of
+one more full collection, a variant that keeps a few hundred more objects alive pays a whole
+one (≈ 60 ms) in most rounds, although in a process that starts the job at an arbitrary point
+it would pay a hundredth of that. `start_cycle_at` moves the start
 to a chosen point, so rounds can spread it the way real processes do.
 """
 
 from __future__ import annotations
 
 import gc
+import sys
 import time
 from typing import Any
 
@@ -25,8 +27,9 @@ def start_cycle_at(fraction: float) -> None:
     """After a full collection, count `fraction` (0-1) of the way to the next one, leaving no
     object behind: as many empty lists as that share of the oldest generation's threshold are
     promoted by a collection of the younger two (the promotion counter keeps them when they are
-    freed). Call right after `gc.collect()`."""
-    if not 0.0 < fraction < 1.0:
+    freed). Call right after `gc.collect()`. Does nothing on Python 3.14+, whose incremental
+    collector has no such cycle."""
+    if not 0.0 < fraction < 1.0 or sys.version_info >= (3, 14):
         return
     ballast: list[list[None]] = [
         [] for _ in range(int(fraction * len(gc.get_objects(generation=2)) / 4))

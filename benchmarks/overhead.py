@@ -310,6 +310,7 @@ def _rounds_scenario(ctx: Context, label: str) -> dict[str, Any]:
             "tracemalloc_rounds": plan.memory_rounds(s),
         },
         "round_orders": found.orders,
+        "round_gc_phases": found.phases,
         "noise": stats.noise(summaries),
         "variants": summaries,
     }

@@ -6,7 +6,8 @@ the harness keeps nothing of a run but a few numbers, so no run pays for another
 Rounds are short and each runs every variant once in its own shuffled order (seeded, so a
 rerun repeats it): the machine's fast/slow phases then fall on all variants alike. Each round
 also starts its runs at its own point of the collector's cycle (the rounds spread evenly over
-it), so a variant pays the expected cost of what it keeps alive, not all or nothing.
+it), so what a variant keeps alive costs what it typically would, not all or nothing as decided
+by where the bare run happens to end.
 """
 
 from __future__ import annotations
@@ -172,6 +173,7 @@ class Rounds:
     timed: dict[str, list[Sample]]
     traced: dict[str, list[Sample]]
     orders: list[list[str]]
+    phases: list[float]  # where in the collector's cycle each timed round started
 
 
 def round_phases(rounds: int, salt: str) -> list[float]:
@@ -216,4 +218,4 @@ def interleaved(
                 into[variant.name].append(sample)
             mib = f"  peak {sample.peak_bytes / 2**20:.1f} MiB" if sample.peak_bytes else ""
             progress(f"  {label:<16} {step:<12} {variant.name:<20} {sample.seconds:7.3f} s{mib}")
-    return Rounds(timed, traced, [[v.name for v in order] for order in orders])
+    return Rounds(timed, traced, [[v.name for v in order] for order in orders], phases)

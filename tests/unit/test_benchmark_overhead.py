@@ -80,6 +80,7 @@ def test_every_scenario_and_variant_ran(quick_run: tuple[dict[str, Any], str, st
         assert scenarios[name]["noise"]["time_ratio"] == found["bare_2"]["time_ratio"]
         assert found["ours"]["within_target"] in (True, False)
         assert found["ours"]["scrape_failures"] == 0
+        assert scenarios[name]["round_gc_phases"] == [0.5], name  # one round: mid-cycle
     instant = scenarios["instant_10k"]["variants"]
     assert instant["ours_otlp_hanging"]["hanging_connections"][0] >= 1
     for name in ("app_meter", "otel_observer", "zero_code"):
@@ -245,17 +246,21 @@ def _full_collections(phase: float, share: float) -> int:
     gctime.start_cycle_at(phase)
     before = gc.get_threshold()
     clock = gctime.GcClock()
-    gc.set_threshold(50, 0, 0)
-    clock.start()
+    kept: list[list[None]] = []
     try:
+        gc.set_threshold(50, 0, 0)
+        clock.start()
         kept = [[] for _ in range(int(share * threshold))]
         return clock.full
     finally:
         clock.stop()
         gc.set_threshold(*before)
-        del kept
+        kept.clear()
 
 
+@pytest.mark.skipif(
+    sys.version_info >= (3, 14), reason="3.14's incremental collector has no such cycle"
+)
 def test_a_run_can_start_part_way_through_the_collectors_cycle() -> None:
     """The same promotions bring a full collection only when the cycle starts part way, and
     the shift leaves nothing alive."""
@@ -263,8 +268,8 @@ def test_a_run_can_start_part_way_through_the_collectors_cycle() -> None:
     assert _full_collections(0.5, 0.8) == 1
     gc.collect()
     alive = len(gc.get_objects())
-    gctime.start_cycle_at(0.7)
-    assert len(gc.get_objects()) <= alive + 100
+    gctime.start_cycle_at(0.7)  # ~0.17 of the oldest generation in lists, all freed again
+    assert len(gc.get_objects()) <= alive + 0.01 * alive
 
 
 def test_failure_endpoints_behave_as_named() -> None:
