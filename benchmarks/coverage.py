@@ -16,13 +16,13 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from benchmarks.endpoints import OtlpSink
+from benchmarks.peer import RemoteSink
 from benchmarks.runner import run_once
 from benchmarks.variants import Variant
 from benchmarks.workload import Workload
 
 
-def exported(variants: Sequence[Variant], workload: Workload, sink: OtlpSink) -> dict[str, Any]:
+def exported(variants: Sequence[Variant], workload: Workload, sink: RemoteSink) -> dict[str, Any]:
     """Per variant: span counts by name, metric names, and whether a cost metric is there."""
     found: dict[str, Any] = {}
     for variant in variants:

@@ -1,7 +1,8 @@
 """The network ends of a benchmark run: an OTLP sink, dead collectors (refused, hanging, 503 or
 gRPC UNAVAILABLE), a scraper.
 
-All on 127.0.0.1, OS-chosen ports, in this process. The sink is deliberately minimal (read the
+All on 127.0.0.1, OS-chosen ports. The benchmark runs them in a peer process of their own
+(`benchmarks.peer`), as a collector and Prometheus would be; the tests use them directly. The sink is deliberately minimal (read the
 body, count it, answer 200): decoding and storing every export, as the test receiver does,
 would put a collector's work on the job's interpreter and keep objects alive that the next
 run's garbage collections would have to walk. Bodies are kept only when asked (the untimed

@@ -38,7 +38,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry, start_http_server
 
 from benchmarks import app_globals, ondine_state
-from benchmarks.endpoints import OtlpSink, Scraper, scrape
+from benchmarks.endpoints import scrape
+from benchmarks.peer import RemoteScraper, RemoteSink
 from benchmarks.session import SCRAPE_INTERVAL_S, SERVICE_NAME, Session, Variant
 from ondine_otel import OndineInstrumentor, OtelObserver
 
@@ -83,8 +84,8 @@ class _AppProviders:
         trace.set_tracer_provider(self.tracer_provider)
         metrics.set_meter_provider(self.meter_provider)
 
-    def scraper(self) -> Scraper:
-        return Scraper(self.port, SCRAPE_INTERVAL_S)
+    def scraper(self) -> RemoteScraper:
+        return RemoteScraper(self.port, SCRAPE_INTERVAL_S)
 
     def evidence(self) -> dict[str, int]:
         """Series ondine-otel put on the app's registry; spans the app's exporter holds."""
@@ -123,7 +124,7 @@ def _settle(active: Session, before: ondine_state.Snapshot) -> None:
 
 
 @contextmanager
-def app_meter(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
+def app_meter(variant: Variant, sink: RemoteSink) -> Iterator[Session]:
     before = ondine_state.snapshot()
     app = _AppProviders.start()
     with app_globals.fresh():
@@ -139,7 +140,7 @@ def app_meter(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
 
 
 @contextmanager
-def otel_observer(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
+def otel_observer(variant: Variant, sink: RemoteSink) -> Iterator[Session]:
     before = ondine_state.snapshot()
     app = _AppProviders.start()
     with app_globals.fresh():
@@ -160,7 +161,7 @@ def otel_observer(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
 
 
 @contextmanager
-def zero_code(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
+def zero_code(variant: Variant, sink: RemoteSink) -> Iterator[Session]:
     from opentelemetry.instrumentation.auto_instrumentation import initialize
 
     before = ondine_state.snapshot()

@@ -70,7 +70,7 @@ def _child(variant: str, rows: int, stream_chunk: int | None) -> dict[str, Any]:
 
 def _main(argv: Sequence[str]) -> int:
     from benchmarks import isolation
-    from benchmarks.endpoints import OtlpSink
+    from benchmarks.peer import RemoteSink
     from benchmarks.runner import run_once
     from benchmarks.variants import BY_NAME, install_tracer_switch
     from benchmarks.workload import Workload
@@ -79,7 +79,7 @@ def _main(argv: Sequence[str]) -> int:
     workload = Workload("offline", rows, stream_chunk=int(argv[2]) if len(argv) > 2 else None)
     isolation.prepare_process()
     install_tracer_switch()
-    sink = OtlpSink()
+    sink = RemoteSink()
     sample: Sample = run_once(BY_NAME[name], workload, sink, sample_rss=True)
     sink.close()
     print(_MARK + json.dumps(asdict(sample)), flush=True)

@@ -21,8 +21,8 @@ import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from benchmarks.endpoints import OtlpSink
 from benchmarks.gctime import GcClock, start_cycle_at
+from benchmarks.peer import RemoteSink
 from benchmarks.rss import PeakSampler, rss_bytes
 from benchmarks.variants import Variant, session
 from benchmarks.workload import Workload, build_pipeline, execute
@@ -64,7 +64,7 @@ class Sample:
 def run_once(
     variant: Variant,
     workload: Workload,
-    sink: OtlpSink,
+    sink: RemoteSink,
     *,
     trace_memory: bool = False,
     sample_rss: bool = False,
@@ -187,7 +187,7 @@ def round_phases(rounds: int, salt: str) -> list[float]:
 def interleaved(
     variants: Sequence[Variant],
     workload: Workload,
-    sink: OtlpSink,
+    sink: RemoteSink,
     *,
     warmup: int,
     rounds: int,

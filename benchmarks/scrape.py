@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import ondine_otel
-from benchmarks.endpoints import OtlpSink, scrape
+from benchmarks.endpoints import scrape
+from benchmarks.peer import RemoteSink
 from benchmarks.session import SERVICE_NAME
 from benchmarks.workload import GatedClient, Workload, build_pipeline
 
@@ -32,7 +33,7 @@ def run_ids(page: bytes) -> set[bytes]:
 
 def measure(
     counts: Sequence[int],
-    sink: OtlpSink,
+    sink: RemoteSink,
     *,
     scrapes: int,
     progress: Callable[[str], None],
@@ -49,7 +50,7 @@ def measure(
 
 def _with_active_runs(
     n: int,
-    sink: OtlpSink,
+    sink: RemoteSink,
     *,
     scrapes: int,
     progress: Callable[[str], None],

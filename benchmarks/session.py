@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ondine_otel
-from benchmarks.endpoints import Scraper
+from benchmarks.peer import RemoteScraper
 from benchmarks.workload import BuilderStep
 
 SCRAPE_INTERVAL_S = 0.5
@@ -41,7 +41,7 @@ class Session:
 
     steps: list[BuilderStep] = field(default_factory=list)
     observers: list[Any] = field(default_factory=list)  # added to the built pipeline
-    scraper: Scraper | None = None
+    scraper: RemoteScraper | None = None
     teardown_s: float = 0.0
     shutdown_timeout: float | None = None
     hanging_connections: int | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
-from benchmarks.endpoints import OtlpSink
+from benchmarks.peer import RemoteSink
 from benchmarks.runner import Sample, round_orders, run_once
 from benchmarks.stats import SLACK
 from benchmarks.variants import OURS, OURS_HANGING, Variant
@@ -41,7 +41,7 @@ def within(sample: Sample) -> bool:
 def measure(
     chosen: Sequence[Variant],
     workload: Workload,
-    sink: OtlpSink,
+    sink: RemoteSink,
     *,
     rounds: int,
     progress: Callable[[str], None],

@@ -32,13 +32,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 import ondine_otel
 from benchmarks import entries
-from benchmarks.endpoints import (
-    GrpcUnavailable,
-    HangingEndpoint,
-    OtlpSink,
-    Scraper,
-    refused_endpoint,
-)
+from benchmarks.endpoints import refused_endpoint
+from benchmarks.peer import RemoteHanging, RemoteScraper, RemoteSink, RemoteUnavailable
 from benchmarks.session import (
     METRIC_EXPORT_INTERVAL_MS,
     NO_CHAT_SPANS,
@@ -184,7 +179,7 @@ def install_tracer_switch() -> None:
 
 
 @contextmanager
-def session(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
+def session(variant: Variant, sink: RemoteSink) -> Iterator[Session]:
     """Set the variant up, yield it, and tear it down (timed) when the run is over."""
     install_tracer_switch()
     opener = _OPENERS[variant.kind]
@@ -193,17 +188,17 @@ def session(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
 
 
 @contextmanager
-def _bare(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
+def _bare(variant: Variant, sink: RemoteSink) -> Iterator[Session]:
     yield Session()
 
 
 @contextmanager
-def _ours(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
-    hanging = HangingEndpoint() if variant.otlp == "hanging" else None
-    unavailable: GrpcUnavailable | OtlpSink | None = None
+def _ours(variant: Variant, sink: RemoteSink) -> Iterator[Session]:
+    hanging = RemoteHanging() if variant.otlp == "hanging" else None
+    unavailable: RemoteUnavailable | RemoteSink | None = None
     if variant.otlp == "unavailable":
         grpc = variant.settings.get("otlp_protocol") == "grpc"
-        unavailable = GrpcUnavailable() if grpc else OtlpSink(status=503)
+        unavailable = RemoteUnavailable() if grpc else RemoteSink(status=503)
     try:
         if hanging is not None:
             target = hanging.endpoint
@@ -229,9 +224,9 @@ def _ours(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
             unavailable.close()
 
 
-def _requests(endpoint: GrpcUnavailable | OtlpSink) -> int:
+def _requests(endpoint: RemoteUnavailable | RemoteSink) -> int:
     """Exports a 503/UNAVAILABLE collector answered."""
-    if isinstance(endpoint, GrpcUnavailable):
+    if isinstance(endpoint, RemoteUnavailable):
         return endpoint.requests
     return sum(requests for requests, _ in endpoint.totals().values())
 
@@ -239,8 +234,8 @@ def _requests(endpoint: GrpcUnavailable | OtlpSink) -> int:
 def _ours_session(
     variant: Variant,
     telemetry: ondine_otel.Telemetry,
-    hanging: HangingEndpoint | None,
-    unavailable: GrpcUnavailable | OtlpSink | None,
+    hanging: RemoteHanging | None,
+    unavailable: RemoteUnavailable | RemoteSink | None,
 ) -> Iterator[Session]:
     """Yield the session; afterwards stop the scraper and time `shutdown()`."""
     port = telemetry.prometheus_port
@@ -248,7 +243,7 @@ def _ours_session(
     try:
         if port is None:
             raise RuntimeError("instrument() did not serve the Prometheus endpoint")
-        active.scraper = Scraper(port, SCRAPE_INTERVAL_S)
+        active.scraper = RemoteScraper(port, SCRAPE_INTERVAL_S)
         yield active
     finally:
         if active.scraper is not None and active.scraper.is_alive():
@@ -267,7 +262,7 @@ def _ours_session(
             active.evidence = {"requests": _requests(unavailable)}
 
 
-def _span_provider(sink: OtlpSink) -> TracerProvider:
+def _span_provider(sink: RemoteSink) -> TracerProvider:
     provider = TracerProvider(
         resource=Resource.create({"service.name": SERVICE_NAME}), shutdown_on_exit=False
     )
@@ -278,7 +273,7 @@ def _span_provider(sink: OtlpSink) -> TracerProvider:
 
 
 @contextmanager
-def _ondine_builtin(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
+def _ondine_builtin(variant: Variant, sink: RemoteSink) -> Iterator[Session]:
     provider = _span_provider(sink)
     _SWITCH.current = provider
     # No config: its "endpoint"/"service_name" keys would write OTEL_* into os.environ.
@@ -299,7 +294,7 @@ def _litellm_functions() -> tuple[Callable[..., Any], ...]:
 
 
 @contextmanager
-def _litellm_peer(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
+def _litellm_peer(variant: Variant, sink: RemoteSink) -> Iterator[Session]:
     tracer_provider = _span_provider(sink)
     meter_provider: MeterProvider | None = None
     instrumentor: Any
@@ -349,7 +344,7 @@ def _litellm_peer(variant: Variant, sink: OtlpSink) -> Iterator[Session]:
             )
 
 
-_OPENERS: dict[str, Callable[[Variant, OtlpSink], Any]] = {
+_OPENERS: dict[str, Callable[[Variant, RemoteSink], Any]] = {
     "bare": _bare,
     "ours": _ours,
     "ondine_builtin": _ondine_builtin,

@@ -13,6 +13,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,6 +24,8 @@ import pytest
 
 from benchmarks import gctime, overhead, runner, variants
 from benchmarks.endpoints import HangingEndpoint, OtlpSink, refused_endpoint, scrape
+from benchmarks.peer import RemoteHanging, RemoteScraper, RemoteSink
+from benchmarks.peer import peer as bench_peer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -292,3 +296,48 @@ def test_failure_endpoints_behave_as_named() -> None:
         assert sink.totals()["traces"] == (1, 3)
     finally:
         sink.close()
+
+
+def test_the_sink_and_the_scraper_work_outside_the_measured_process() -> None:
+    """A collector and Prometheus are other processes: the bench's must not run here."""
+    from prometheus_client import CollectorRegistry, Counter, start_http_server
+
+    registry = CollectorRegistry()
+    Counter("bench_probe", "a series to scrape", registry=registry).inc()
+    server, _ = start_http_server(0, addr="127.0.0.1", registry=registry)
+    threads_before = {thread.name for thread in threading.enumerate()}
+    sink = RemoteSink()
+    scraper = RemoteScraper(server.server_address[1], 0.05)
+    try:
+        assert bench_peer().pid != os.getpid()
+        request = urllib.request.Request(f"{sink.endpoint}/v1/metrics", data=b"xy", method="POST")
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            assert reply.status == 200
+        assert sink.totals()["metrics"] == (1, 2)
+        sink.keep_bodies = True
+        with urllib.request.urlopen(request, timeout=5):
+            pass
+        assert sink.take_bodies()["metrics"] == [b"xy"]
+        scraper.start()
+        deadline = time.monotonic() + 10
+        while scraper.scrapes < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert scraper.scrapes >= 3 and scraper.failures == 0
+        # Neither runs a thread here: their work is the peer's.
+        assert {thread.name for thread in threading.enumerate()} <= threads_before
+        hanging = RemoteHanging()
+        port = int(hanging.endpoint.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as conn, pytest.raises(TimeoutError):
+            conn.settimeout(0.2)
+            conn.sendall(b"POST /v1/traces HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+            conn.recv(1)
+        assert hanging.connections == 1
+        hanging.close()
+        with pytest.raises(RuntimeError, match="benchmark peer"):
+            bench_peer().request("open", "no such kind", ())
+    finally:
+        scraper.stop()
+        scraper.close()
+        sink.close()
+        server.shutdown()
+        server.server_close()
