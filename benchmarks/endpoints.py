@@ -2,11 +2,11 @@
 gRPC UNAVAILABLE), a scraper.
 
 All on 127.0.0.1, OS-chosen ports. The benchmark runs them in a peer process of their own
-(`benchmarks.peer`), as a collector and Prometheus would be; the tests use them directly. The sink is deliberately minimal (read the
-body, count it, answer 200): decoding and storing every export, as the test receiver does,
-would put a collector's work on the job's interpreter and keep objects alive that the next
-run's garbage collections would have to walk. Bodies are kept only when asked (the untimed
-coverage runs decode them afterwards).
+(`benchmarks.peer`), where a collector and Prometheus would be; the tests also use them
+directly. The sink is deliberately minimal (read the body, count it, answer 200): decoding
+and storing every export, as the test receiver does, is a collector's work, not a
+benchmark's. Bodies are kept only when asked (the untimed coverage runs decode them
+afterwards).
 """
 
 from __future__ import annotations

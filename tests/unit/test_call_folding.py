@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import threading
 import weakref
+from typing import Any
 
 from opentelemetry import trace
 
@@ -117,3 +118,62 @@ def test_a_call_waiting_to_be_folded_keeps_no_response_or_arguments_alive() -> N
     assert calls.dropped == 2
     series = aggregates.snapshot()[KEY]
     assert (series.duration.count, series.input_tokens.sum, series.output_tokens.sum) == (2, 90, 2)
+
+
+def _policy_calls(exporter: Any) -> LLMCalls:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return LLMCalls(
+        provider.get_tracer("test"), [], provider="openai", model="gpt-4o-mini",
+        first_n=3, error_limit=2, rate=2.0, capture_content=False,
+    )  # fmt: skip
+
+
+def test_the_hot_path_keeps_the_span_policy_and_the_fold_of_a_full_record() -> None:
+    """`responded` checks one deadline instead of the fold's and the span policy's: on the
+    same calls it must admit the same spans as `record` and fold as often."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    rng = random.Random(3)
+    ends = sorted(rng.randrange(0, 5_000_000_000) for _ in range(3 * FOLD_CALLS))
+    response = _Response()
+    hot, full = InMemorySpanExporter(), InMemorySpanExporter()
+    by_hot, by_full = _policy_calls(hot), _policy_calls(full)
+    pending_after = []
+    slow: list[int] = []
+    due = by_hot._responded_due
+
+    def counted(*args: Any) -> None:
+        slow.append(args[1])
+        due(*args)
+
+    by_hot._responded_due = counted  # type: ignore[method-assign,assignment]
+    for end in ends:
+        by_hot.responded(end - 1_000, end, response, ("prompt",), {})
+        by_full.record(call_record.from_response(end - 1_000, end, response, ("prompt",), {}))
+        pending_after.append((len(by_hot._pending), len(by_full._pending)))
+    # The first 3 calls, then one call per half second of their end times, exactly as `record`.
+    assert [s.start_time for s in hot.get_finished_spans()] == [
+        s.start_time for s in full.get_finished_spans()
+    ]
+    assert by_hot.emitted == 3 and by_hot.sampled == by_full.sampled >= 5
+    # Both fold at the same calls (a full queue or the fold timer; the clock here is fake,
+    # so only the queue's length triggers after the first call).
+    assert all(hot_left == full_left for hot_left, full_left in pending_after)
+    assert max(left for left, _ in pending_after) == FOLD_CALLS - 1
+    assert by_hot.dropped == by_full.dropped == len(ends) - 3 - by_hot.sampled
+    # ... and every other call took the fast path: only the first 3, the one starting the
+    # rate's clock, the sampled ones and the full queues went further.
+    assert len(slow) <= 3 + 1 + by_hot.sampled + len(ends) // FOLD_CALLS
+
+
+def test_a_response_without_the_fields_is_still_counted() -> None:
+    aggregates = CallAggregates(instruments.GENAI_DURATION_BUCKETS, instruments.GENAI_TOKEN_BUCKETS)
+    calls = _calls(aggregates)
+    calls.fold()
+    calls.responded(0, 2_000, object(), (), {})
+    assert calls._pending[-1] == (0, 2_000, None, None, None, None)
+    assert calls.dropped == 1
