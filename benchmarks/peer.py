@@ -12,11 +12,13 @@ The proxies mirror `benchmarks.endpoints`' classes, which do the work in the chi
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ from benchmarks import endpoints
 
 _ROOT = Path(__file__).resolve().parent.parent
 _START_TIMEOUT_S = 60.0
+#: Longer than any request takes (closing a hanging endpoint or a scraper joins a thread).
+_REPLY_TIMEOUT_S = 60.0
 
 
 class Peer:
@@ -34,32 +38,66 @@ class Peer:
         ours, theirs = socket.socketpair()
         paths = [str(_ROOT), os.environ.get("PYTHONPATH", "")]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.peer", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),),
-            cwd=_ROOT,
-            env=env,
-        )
-        theirs.close()
+        try:
+            # Its own session: a Ctrl-C meant for the benchmark does not kill it mid-request
+            # (it ends when the benchmark closes the pipe, or dies).
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.peer", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                cwd=_ROOT,
+                env=env,
+                start_new_session=True,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         self._conn = Connection(ours.detach())
         self._lock = threading.Lock()
-        if not self._conn.poll(_START_TIMEOUT_S):
+        self._broken = False
+        try:
+            self._receive(_START_TIMEOUT_S)  # its "ready"
+        except BaseException:
             self.close()
-            raise RuntimeError("the benchmark's peer process did not start")
-        self._conn.recv()  # its "ready"
+            raise
 
     @property
     def pid(self) -> int:
+        """The peer's process id (a test checks it is not ours)."""
         return self._process.pid
 
     def request(self, *message: Any) -> Any:
-        """Send one request; its answer, or the child's error raised here."""
+        """Send one request; its answer, or the child's error raised here. Anything going
+        wrong between the two (a timeout, an interrupt) breaks the peer for good: a later
+        request would otherwise read this one's late answer."""
         with self._lock:
-            self._conn.send(message)
-            status, value = self._conn.recv()
+            if self._broken:
+                raise RuntimeError("benchmark peer: broken by an earlier failed request")
+            try:
+                self._conn.send(message)
+                status, value = self._receive(_REPLY_TIMEOUT_S)
+            except OSError as error:  # the pipe broke: the peer died
+                self._broken = True
+                raise RuntimeError(
+                    f"benchmark peer: {error} (exit code {self._process.poll()})"
+                ) from error
+            except BaseException:
+                self._broken = True
+                raise
         if status != "ok":
             raise RuntimeError(f"benchmark peer: {value}")
         return value
+
+    def _receive(self, timeout: float) -> Any:
+        if not self._conn.poll(timeout):
+            raise RuntimeError(f"benchmark peer: no answer within {timeout:g} s")
+        try:
+            return self._conn.recv()
+        except EOFError:
+            raise RuntimeError(
+                f"benchmark peer: the process ended (exit code {self._process.poll()})"
+            ) from None
 
     def close(self) -> None:
         try:
@@ -73,14 +111,16 @@ class Peer:
 
 
 _peer: list[Peer] = []
+_peer_lock = threading.Lock()
 
 
 def peer() -> Peer:
     """The process's peer, started on first use and stopped at exit."""
-    if not _peer:
-        _peer.append(Peer())
-        atexit.register(_peer[0].close)
-    return _peer[0]
+    with _peer_lock:
+        if not _peer:
+            _peer.append(Peer())
+            atexit.register(_peer[0].close)
+        return _peer[0]
 
 
 class _Remote:
@@ -186,6 +226,7 @@ _KINDS: dict[str, Any] = {
 def _serve(conn: Connection) -> None:
     """The child's loop: one request, one answer, until the parent closes the pipe."""
     objects: dict[int, Any] = {}
+    handles = itertools.count(1)
     conn.send(("ok", "ready"))
     while True:
         try:
@@ -193,18 +234,23 @@ def _serve(conn: Connection) -> None:
         except (EOFError, OSError):
             break
         try:
-            conn.send(("ok", _handle(objects, op, args)))
+            reply = ("ok", _handle(objects, handles, op, args))
         except Exception as error:  # noqa: BLE001 - reported to the parent, which raises it
-            conn.send(("error", f"{op} {args[:2]!r}: {type(error).__name__}: {error}"))
+            reply = ("error", f"{op} {args[:2]!r}: {type(error).__name__}: {error}")
+        try:
+            conn.send(reply)
+        except OSError:  # the benchmark is gone
+            break
     for obj in objects.values():
         _close(obj)
 
 
-def _handle(objects: dict[int, Any], op: str, args: list[Any]) -> Any:
+def _handle(objects: dict[int, Any], handles: Iterator[int], op: str, args: list[Any]) -> Any:
+    """One request: open an endpoint, call or read or set one of its attributes, close it."""
     if op == "open":
         kind, params = args
         obj = _KINDS[kind](*params)
-        handle = max(objects, default=0) + 1
+        handle = next(handles)
         objects[handle] = obj
         return handle, getattr(obj, "endpoint", None)
     obj = objects[args[0]]
@@ -222,6 +268,7 @@ def _handle(objects: dict[int, Any], op: str, args: list[Any]) -> Any:
 
 
 def _close(obj: Any) -> None:
+    """Stop an endpoint (a scraper is a thread: stopped only if it was started)."""
     if isinstance(obj, endpoints.Scraper):
         if obj.is_alive():
             obj.stop()

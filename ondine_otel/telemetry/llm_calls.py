@@ -37,6 +37,7 @@ FOLD_CALLS = 256
 FOLD_AFTER_NS = 500_000_000
 
 _MAX_MESSAGE = 1024
+#: A deadline no call reaches (no span to sample: the rate is off).
 _NEVER = 1 << 126
 #: Characters of one captured message kept on a span (content capture only).
 CONTENT_LIMIT = 8192
@@ -148,11 +149,14 @@ class LLMCalls:
     def _responded_due(
         self, start_ns: int, end_ns: int, response: Any, args: Any, kwargs: Any
     ) -> None:
-        """What a successful call may need besides its append: a fold, a span."""
+        """What a successful call may need besides its append: a fold, a span. Ends with a
+        fresh deadline: one computed from stale reads by racing callers is too early (it only
+        ever moves later), and would send every call here until the next fold."""
         if len(self._pending) >= FOLD_CALLS or end_ns >= self._fold_ns:
             self.fold()
         if not self._settled(end_ns):
             self._maybe_span(call_record.from_response(start_ns, end_ns, response, args, kwargs))
+        self._refresh_due()
 
     def _add(self, fields: CallFields, end_ns: int) -> None:
         """Queue a call's metric fields; fold the queue when it is full or due."""
@@ -245,12 +249,14 @@ class LLMCalls:
             return self.calls - self.emitted - self.error_spans - self.sampled
 
     def _admit(self, failed: bool, end_ns: int) -> bool:
+        """Whether the span policy gives this call a span (counted if so), under the lock."""
         with self._lock:
             admitted = self._admit_locked(failed, end_ns)
             self._refresh_due()
             return admitted
 
     def _admit_locked(self, failed: bool, end_ns: int) -> bool:
+        """The policy: the first N calls, then failures up to their cap, then the rate."""
         if self.emitted < self.first_n:
             self.emitted += 1
             return True

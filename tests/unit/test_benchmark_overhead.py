@@ -10,6 +10,7 @@ import gc
 import itertools
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,28 +25,34 @@ import pytest
 
 from benchmarks import gctime, overhead, runner, variants
 from benchmarks.endpoints import HangingEndpoint, OtlpSink, refused_endpoint, scrape
-from benchmarks.peer import RemoteHanging, RemoteScraper, RemoteSink
+from benchmarks.peer import Peer, RemoteHanging, RemoteScraper, RemoteSink
 from benchmarks.peer import peer as bench_peer
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str, str]:
-    out = tmp_path_factory.mktemp("bench")
+def _bench(module: str, *args: str, timeout: float) -> str:
+    """Run `python -m benchmarks.<module> ARGS` in a fresh interpreter; its stdout."""
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "OTEL_TRACES_SAMPLER": "off"}
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.overhead", "--quick", "--output-dir", str(out)],
+        [sys.executable, "-m", f"benchmarks.{module}", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str, str]:
+    out = tmp_path_factory.mktemp("bench")
+    stdout = _bench("overhead", "--quick", "--output-dir", str(out), timeout=600)
     doc = json.loads((out / "results" / "latest.json").read_text())
-    return doc, (out / "RESULTS.md").read_text(), done.stdout
+    return doc, (out / "RESULTS.md").read_text(), stdout
 
 
 def test_every_scenario_and_variant_ran(quick_run: tuple[dict[str, Any], str, str]) -> None:
@@ -308,6 +315,7 @@ def test_the_sink_and_the_scraper_work_outside_the_measured_process() -> None:
     threads_before = {thread.name for thread in threading.enumerate()}
     sink = RemoteSink()
     scraper = RemoteScraper(server.server_address[1], 0.05)
+    hanging = RemoteHanging()
     try:
         assert bench_peer().pid != os.getpid()
         request = urllib.request.Request(f"{sink.endpoint}/v1/metrics", data=b"xy", method="POST")
@@ -325,19 +333,41 @@ def test_the_sink_and_the_scraper_work_outside_the_measured_process() -> None:
         assert scraper.scrapes >= 3 and scraper.failures == 0
         # Neither runs a thread here: their work is the peer's.
         assert {thread.name for thread in threading.enumerate()} <= threads_before
-        hanging = RemoteHanging()
         port = int(hanging.endpoint.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port)) as conn, pytest.raises(TimeoutError):
             conn.settimeout(0.2)
             conn.sendall(b"POST /v1/traces HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
             conn.recv(1)
         assert hanging.connections == 1
-        hanging.close()
         with pytest.raises(RuntimeError, match="benchmark peer"):
             bench_peer().request("open", "no such kind", ())
     finally:
-        scraper.stop()
-        scraper.close()
-        sink.close()
+        # Each closed in the peer (a scraper stopped there if it runs), whatever failed above.
+        for remote in (hanging, scraper, sink):
+            remote.close()
         server.shutdown()
         server.server_close()
+
+
+def test_a_dead_peer_fails_the_benchmark_loudly_instead_of_hanging_it() -> None:
+    lone = Peer()
+    try:
+        os.kill(lone.pid, signal.SIGKILL)
+        with pytest.raises(RuntimeError, match="benchmark peer"):
+            lone.request("open", "sink", (200,))
+        with pytest.raises(RuntimeError, match="broken"):
+            lone.request("open", "sink", (200,))
+    finally:
+        lone.close()
+
+
+def test_instrument_adds_under_two_percent_of_a_rows_bytecodes() -> None:
+    """The per-row cost as a count, which timing noise cannot blur: a fresh interpreter runs
+    instant rows bare and under `instrument()` with an opcode tracer (`benchmarks.bytecodes`).
+    Today 84 of 5,554; a per-call SDK record or a second wrapper would break the bound."""
+    stdout = _bench("bytecodes", "--rows", "200", "--json", timeout=300)
+    counts = json.loads(stdout.strip().splitlines()[-1])
+    assert counts["bare"] > 1000  # ondine's own row really ran under the tracer
+    assert counts["ours_own"] > 0  # and the wrapper recorded each call
+    assert counts["ours_own"] <= 0.02 * counts["bare"], counts
+    assert counts["ours"] - counts["bare"] <= 0.03 * counts["bare"], counts
