@@ -80,39 +80,28 @@ def _counting(counts: Counter[Where]) -> Iterator[None]:
 
 
 def _run(rows: int, instrumented: bool, counts: Counter[Where] | None) -> None:
-    import ondine_otel
+    """One run set up as the bench's `bare` or `ours_no_chat_spans` variant (its scraper is
+    never started: scrapes come when a clock says, and would blur the count)."""
+    from benchmarks import variants
     from benchmarks.peer import RemoteSink
-    from benchmarks.session import NO_CHAT_SPANS, SERVICE_NAME
     from benchmarks.workload import Workload, build_pipeline, execute
 
+    variant = variants.OURS_NO_CHAT if instrumented else variants.BARE
     workload = Workload("offline", rows)
-    settings: dict[str, Any] = {**NO_CHAT_SPANS}
-    with tempfile.TemporaryDirectory(prefix="ondine-otel-bytecodes-") as checkpoint_dir:
-        pipeline = build_pipeline(workload, checkpoint_dir)
-        sink = RemoteSink() if instrumented else None
-        telemetry = (
-            ondine_otel.instrument(
-                otlp_endpoint=sink.endpoint,
-                prometheus_host="127.0.0.1",
-                prometheus_port=0,
-                service_name=SERVICE_NAME,
-                pipeline_name="bench",
-                **settings,
-            )
-            if sink is not None
-            else None
-        )
-        try:
+    sink = RemoteSink()
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="ondine-otel-bytecodes-") as checkpoint_dir,
+            variants.session(variant, sink) as active,
+        ):
+            pipeline = build_pipeline(workload, checkpoint_dir, steps=active.steps)
             if counts is None:
                 execute(pipeline, workload)
             else:
                 with _counting(counts):
                     execute(pipeline, workload)
-        finally:
-            if telemetry is not None:
-                telemetry.shutdown()
-            if sink is not None:
-                sink.close()
+    finally:
+        sink.close()
 
 
 def per_row(rows: int, instrumented: bool) -> PerRow:

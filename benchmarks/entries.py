@@ -193,7 +193,7 @@ def zero_code(variant: Variant, sink: RemoteSink) -> Iterator[Session]:
 
 
 def _stop(active: Session) -> None:
-    if active.scraper is not None and active.scraper.is_alive():
+    if active.scraper is not None:
         active.scraper.stop()
 
 

@@ -192,27 +192,37 @@ class RemoteUnavailable(_Remote):
 
 
 class RemoteScraper(_Remote):
-    """`endpoints.Scraper` in the peer: scrapes the job's /metrics from outside its process."""
+    """`endpoints.Scraper` in the peer: scrapes the job's /metrics from outside its process.
+    `stop()` also releases it there, keeping its final counts here."""
 
     def __init__(self, port: int, interval: float) -> None:
         super().__init__("scraper", port, interval)
+        self._final: tuple[int, int] | None = None
 
     def start(self) -> None:
         self._call("start")
 
     def is_alive(self) -> bool:
-        return bool(self._call("is_alive"))
+        return self._final is None and bool(self._call("is_alive"))
 
     def stop(self) -> None:
-        self._call("stop")
+        """Stop it if it runs, keep its counts, release it in the peer (once)."""
+        if self._final is None:
+            if self._call("is_alive"):
+                self._call("stop")
+            self._final = (int(self._get("scrapes")), int(self._get("failures")))
+            super().close()
+
+    def close(self) -> None:
+        self.stop()
 
     @property
     def scrapes(self) -> int:
-        return int(self._get("scrapes"))
+        return self._final[0] if self._final is not None else int(self._get("scrapes"))
 
     @property
     def failures(self) -> int:
-        return int(self._get("failures"))
+        return self._final[1] if self._final is not None else int(self._get("failures"))
 
 
 _KINDS: dict[str, Any] = {

@@ -246,7 +246,7 @@ def _ours_session(
         active.scraper = RemoteScraper(port, SCRAPE_INTERVAL_S)
         yield active
     finally:
-        if active.scraper is not None and active.scraper.is_alive():
+        if active.scraper is not None:
             active.scraper.stop()
         timeout = variant.shutdown_timeout
         active.shutdown_timeout = default_shutdown_timeout() if timeout is None else timeout

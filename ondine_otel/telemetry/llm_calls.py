@@ -125,7 +125,8 @@ class LLMCalls:
         # Only the metric fields wait for the fold, as an exact tuple: it keeps no response or
         # arguments alive, and the collector untracks it at its first pass, so waiting calls
         # never reach the oldest generation (whose growth brings on full collections).
-        self._add(call[:6], end_ns)
+        self._pending.append(call[:6])
+        self._fold_if_due(end_ns)
         if error is None and self._settled(end_ns):
             return
         self._maybe_span(call)
@@ -152,17 +153,14 @@ class LLMCalls:
         """What a successful call may need besides its append: a fold, a span. Ends with a
         fresh deadline: one computed from stale reads by racing callers is too early (it only
         ever moves later), and would send every call here until the next fold."""
-        if len(self._pending) >= FOLD_CALLS or end_ns >= self._fold_ns:
-            self.fold()
+        self._fold_if_due(end_ns)
         if not self._settled(end_ns):
             self._maybe_span(call_record.from_response(start_ns, end_ns, response, args, kwargs))
         self._refresh_due()
 
-    def _add(self, fields: CallFields, end_ns: int) -> None:
-        """Queue a call's metric fields; fold the queue when it is full or due."""
-        pending = self._pending
-        pending.append(fields)
-        if len(pending) >= FOLD_CALLS or end_ns >= self._fold_ns:
+    def _fold_if_due(self, end_ns: int) -> None:
+        """Fold the waiting calls when the queue is full or the fold timer has run out."""
+        if len(self._pending) >= FOLD_CALLS or end_ns >= self._fold_ns:
             self.fold()
 
     def _settled(self, end_ns: int) -> bool:

@@ -331,6 +331,8 @@ def test_the_sink_and_the_scraper_work_outside_the_measured_process() -> None:
         while scraper.scrapes < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert scraper.scrapes >= 3 and scraper.failures == 0
+        scraper.stop()  # released in the peer; its counts stay readable here
+        assert not scraper.is_alive() and scraper.scrapes >= 3 and scraper.failures == 0
         # Neither runs a thread here: their work is the peer's.
         assert {thread.name for thread in threading.enumerate()} <= threads_before
         port = int(hanging.endpoint.rsplit(":", 1)[1])
