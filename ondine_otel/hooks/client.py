@@ -12,17 +12,14 @@ wrapper and ondine's events build the same `CallRecord`.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import threading
 from collections.abc import Callable
-from time import time_ns
 from typing import Any
 
 from ondine_otel.hooks.llm_events import LLMCallListener
-from ondine_otel.telemetry import call_record
 from ondine_otel.telemetry.guard import report
-from ondine_otel.telemetry.llm_calls import LLMCalls
+from ondine_otel.telemetry.llm_calls import LLMCalls, timed
 from ondine_otel.telemetry.run import current_run
 
 _METHODS = ("ainvoke", "structured_invoke_async")
@@ -44,33 +41,10 @@ class _Patch:
         first = self.users[0] if self.users else None
         self.sole = first if all(user is first for user in self.users) else None
 
-
-def _traced(original: Callable[..., Any], patch: _Patch) -> Callable[..., Any]:
-    @functools.wraps(original)
-    async def traced(*args: Any, **kwargs: Any) -> Any:
-        calls = patch.sole
-        if calls is None:
-            run = current_run()
-            if run is None or run.finished:
-                return await original(*args, **kwargs)
-            calls = run.llm
-        start = time_ns()
-        try:
-            response = await original(*args, **kwargs)
-        except Exception as error:
-            try:
-                calls.record(call_record.from_error(start, time_ns(), error, args, kwargs))
-            except Exception as failure:  # noqa: BLE001 - the call's own error must propagate
-                report("recording a failed LLM call", failure)
-            raise
-        try:
-            calls.responded(start, time_ns(), response, args, kwargs)
-        except Exception as failure:  # noqa: BLE001
-            report("recording an LLM call", failure)
-        return response
-
-    traced.__ondine_otel_wrapped__ = True  # type: ignore[attr-defined]
-    return traced
+    def current(self) -> LLMCalls | None:
+        """The calls of the run in this call's OTel context, unless it has ended."""
+        run = current_run()
+        return None if run is None or run.finished else run.llm
 
 
 class ClientPatches:
@@ -100,7 +74,7 @@ class ClientPatches:
                     if method is None or not inspect.iscoroutinefunction(method):
                         continue
                     patch.saved[name] = instance.get(name, _MISSING)
-                    setattr(client, name, _traced(method, patch))
+                    setattr(client, name, timed(method, patch))
                 if not patch.saved:
                     return False
                 self._patches[id(client)] = patch

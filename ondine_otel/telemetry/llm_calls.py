@@ -11,19 +11,21 @@ call ends, back-dated to its start: only then is it known whether the call faile
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from itertools import repeat
 from operator import eq
 from time import time_ns
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from ondine_otel.telemetry import call_record, modelname, semconv
 from ondine_otel.telemetry.aggregation import SeriesRecorder
 from ondine_otel.telemetry.call_record import CallFields, CallRecord, error_of, route_of
+from ondine_otel.telemetry.guard import report
 from ondine_otel.telemetry.redaction import redact
 from ondine_otel.telemetry.tracing import span_attributes
 
@@ -116,7 +118,7 @@ class LLMCalls:
     def record(self, call: CallRecord) -> None:
         """Count the call in every sink; give it a `chat` span if the span policy admits it.
 
-        Every source but a wrapped client's successful call (`responded`) comes here: failed
+        Every source but a wrapped client's successful call (`timed`) comes here: failed
         calls, ondine's `llm_call` events, a Router's failed attempts. The usual case (metrics
         only) is an append and three comparisons: the sinks get the calls in batches (`fold`),
         and the record's details are read only for a span."""
@@ -131,32 +133,29 @@ class LLMCalls:
             return
         self._maybe_span(call)
 
-    def responded(self, start_ns: int, end_ns: int, response: Any, args: Any, kwargs: Any) -> None:
-        """`record` of a wrapped client's successful call, the job's hottest path (its
-        bytecodes are a measurable share of an instant row's): the metric fields are appended
-        as `call_record.response_fields` builds them (a test holds the two equal), and
-        anything else (a fold, a span) waits for `_due_ns` or a full queue."""
-        try:
-            fields = (
-                start_ns, end_ns, None, response.model, response.tokens_in, response.tokens_out
-            )  # fmt: skip
-        except AttributeError:  # not an LLMResponse: the fields it has
-            fields = call_record.response_fields(start_ns, end_ns, response)
-        pending = self._pending
-        pending.append(fields)
-        if end_ns >= self._due_ns or len(pending) >= FOLD_CALLS:
-            self._responded_due(start_ns, end_ns, response, args, kwargs)
-
     def _responded_due(
         self, start_ns: int, end_ns: int, response: Any, args: Any, kwargs: Any
     ) -> None:
-        """What a successful call may need besides its append: a fold, a span. Ends with a
-        fresh deadline: one computed from stale reads by racing callers is too early (it only
-        ever moves later), and would send every call here until the next fold."""
-        self._fold_if_due(end_ns)
-        if not self._settled(end_ns):
-            self._maybe_span(call_record.from_response(start_ns, end_ns, response, args, kwargs))
-        self._refresh_due()
+        """What a successful call may need besides its append (`timed`'s fast path): a fold,
+        a span. Ends with a fresh deadline: one computed from stale reads by racing callers
+        is too early (it only ever moves later), and would send every call here until the
+        next fold."""
+        try:
+            self._fold_if_due(end_ns)
+            if not self._settled(end_ns):
+                call = call_record.from_response(start_ns, end_ns, response, args, kwargs)
+                self._maybe_span(call)
+            self._refresh_due()
+        except Exception as failure:  # noqa: BLE001 - the call succeeded; telemetry must not fail it
+            report("recording an LLM call", failure)
+
+    def _failed(self, start_ns: int, end_ns: int, error: Exception, args: Any, kwargs: Any) -> None:
+        """`record` of a wrapped client's failed call; never raises (the call's own error must
+        reach ondine)."""
+        try:
+            self.record(call_record.from_error(start_ns, end_ns, error, args, kwargs))
+        except Exception as failure:  # noqa: BLE001
+            report("recording a failed LLM call", failure)
 
     def _fold_if_due(self, end_ns: int) -> None:
         """Fold the waiting calls when the queue is full or the fold timer has run out."""
@@ -300,6 +299,68 @@ class LLMCalls:
             )
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {message}"))
         span.end(end_time=end_ns)
+
+
+class CallSource(Protocol):
+    """Where a wrapped client's call finds the run recording it."""
+
+    #: The calls of the one run using the client (no lookup per call), else None.
+    sole: LLMCalls | None
+
+    def current(self) -> LLMCalls | None:
+        """The calls of the run this call belongs to (from the OTel context), if any."""
+
+
+def timed(
+    original: Callable[..., Awaitable[Any]],
+    source: CallSource,
+    clock: Callable[[], int] = time_ns,
+) -> Callable[..., Awaitable[Any]]:
+    """`original` (a client's async call method), timed and recorded into its run's calls.
+
+    The job's hottest path, one frame per call (its bytecodes are a measurable share of an
+    instant row's): a successful call appends its metric fields, as `call_record.response_fields`
+    builds them (a test holds the two equal), and checks one deadline, `_due_ns`; anything else
+    (a fold, a span) waits for that deadline or a full queue. Only the metric fields wait for
+    the fold, as an exact tuple: it keeps no response or arguments alive, and the collector
+    untracks it at its first pass, so waiting calls never reach the oldest generation.
+    """
+
+    @functools.wraps(original)
+    async def traced(*args: Any, **kwargs: Any) -> Any:
+        calls = source.sole
+        if calls is None:
+            calls = source.current()
+            if calls is None:
+                return await original(*args, **kwargs)
+        start = clock()
+        try:
+            response = await original(*args, **kwargs)
+        except Exception as error:
+            calls._failed(start, clock(), error, args, kwargs)
+            raise
+        end = clock()
+        try:
+            fields = (start, end, None, response.model, response.tokens_in, response.tokens_out)
+        except Exception:  # noqa: BLE001 - not an LLMResponse: the fields it has
+            fields = _fields_of(start, end, response)
+        pending = calls._pending
+        pending.append(fields)
+        if end >= calls._due_ns or len(pending) >= FOLD_CALLS:
+            calls._responded_due(start, end, response, args, kwargs)
+        return response
+
+    traced.__ondine_otel_wrapped__ = True  # type: ignore[attr-defined]
+    return traced
+
+
+def _fields_of(start_ns: int, end_ns: int, response: Any) -> CallFields:
+    """The metric fields of a response that is not an LLMResponse (None where it has none)."""
+    try:
+        return call_record.response_fields(start_ns, end_ns, response)
+    except Exception as failure:  # noqa: BLE001 - a property raising: the call still counts
+        report("reading an LLM response", failure)
+        return (start_ns, end_ns, None, None, None, None)
 
 
 def request_attributes(spec: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from opentelemetry import trace
 from ondine_otel.telemetry import call_record, instruments
 from ondine_otel.telemetry.aggregation import BucketCounts, CallAggregates
 from ondine_otel.telemetry.call_record import CallRecord
-from ondine_otel.telemetry.llm_calls import FOLD_CALLS, LLMCalls
+from ondine_otel.telemetry.llm_calls import FOLD_CALLS, LLMCalls, timed
 
 KEY = ("openai", "gpt-4o-mini", None)
 
@@ -87,6 +87,35 @@ def test_every_call_is_folded_by_the_time_anyone_reads() -> None:
     assert failed.duration.count == 7 and failed.input_tokens.count == 0
 
 
+class _Source:
+    """The run a wrapped client's calls record into (as `hooks.client`'s patch of one run)."""
+
+    def __init__(self, calls: LLMCalls) -> None:
+        self.sole: LLMCalls | None = calls
+
+    def current(self) -> LLMCalls | None:
+        return self.sole
+
+
+def _responded(
+    calls: LLMCalls, start_ns: int, end_ns: int, response: Any, *args: Any, **kwargs: Any
+) -> None:
+    """One successful call through the client wrapper (`timed`), its clock reading `start_ns`
+    then `end_ns`; driven without an event loop (the call never suspends)."""
+    ticks = iter((start_ns, end_ns))
+
+    async def original(*_: Any, **__: Any) -> Any:
+        return response
+
+    call = timed(original, _Source(calls), lambda: next(ticks))(*args, **kwargs)
+    try:
+        call.send(None)
+    except StopIteration as done:
+        assert done.value is response
+    else:
+        raise AssertionError("the wrapped call suspended")
+
+
 class _Response:
     """Stands for ondine's LLMResponse (weakly referable)."""
 
@@ -107,7 +136,7 @@ def test_a_call_waiting_to_be_folded_keeps_no_response_or_arguments_alive() -> N
     response, args, kwargs = _Response(), ("prompt",), _Kwargs(system_message="be brief")
     gone = [weakref.ref(response), weakref.ref(kwargs)]
     calls.fold()  # starts the fold timer (a run's first call folds at once)
-    calls.responded(0, 1_000, response, args, kwargs)
+    _responded(calls, 0, 1_000, response, *args, **kwargs)
     calls.record(call_record.from_response(0, 1_000, response, args, kwargs))
     assert 0 < len(calls._pending) < FOLD_CALLS  # still waiting for the fold
     # The hot path writes the fields out itself: they must be the record's, as an exact tuple.
@@ -133,7 +162,7 @@ def _policy_calls(exporter: Any) -> LLMCalls:
 
 
 def test_the_hot_path_keeps_the_span_policy_and_the_fold_of_a_full_record() -> None:
-    """`responded` checks one deadline instead of the fold's and the span policy's: on the
+    """`timed` checks one deadline instead of the fold's and the span policy's: on the
     same calls it must admit the same spans as `record` and fold as often."""
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -152,7 +181,7 @@ def test_the_hot_path_keeps_the_span_policy_and_the_fold_of_a_full_record() -> N
 
     by_hot._responded_due = counted  # type: ignore[method-assign,assignment]
     for end in ends:
-        by_hot.responded(end - 1_000, end, response, ("prompt",), {})
+        _responded(by_hot, end - 1_000, end, response, "prompt")
         by_full.record(call_record.from_response(end - 1_000, end, response, ("prompt",), {}))
         pending_after.append((len(by_hot._pending), len(by_full._pending)))
     # The first 3 calls, then one call per half second of their end times, exactly as `record`.
@@ -174,6 +203,25 @@ def test_a_response_without_the_fields_is_still_counted() -> None:
     aggregates = CallAggregates(instruments.GENAI_DURATION_BUCKETS, instruments.GENAI_TOKEN_BUCKETS)
     calls = _calls(aggregates)
     calls.fold()
-    calls.responded(0, 2_000, object(), (), {})
+    _responded(calls, 0, 2_000, object())
     assert calls._pending[-1] == (0, 2_000, None, None, None, None)
+    assert calls.dropped == 1
+
+
+class _Broken:
+    """A response whose fields raise (a client's own response type gone wrong)."""
+
+    @property
+    def model(self) -> str:
+        raise RuntimeError("no model")
+
+    tokens_in = tokens_out = property(model.fget)
+
+
+def test_a_response_whose_fields_raise_is_counted_and_returned() -> None:
+    aggregates = CallAggregates(instruments.GENAI_DURATION_BUCKETS, instruments.GENAI_TOKEN_BUCKETS)
+    calls = _calls(aggregates)
+    calls.fold()
+    _responded(calls, 0, 3_000, _Broken())  # returns the response (asserted there)
+    assert calls._pending[-1] == (0, 3_000, None, None, None, None)
     assert calls.dropped == 1
