@@ -191,7 +191,11 @@ def span_processors_from_env() -> list[SpanProcessor]:
 def build_tracer_provider(
     config: TelemetryConfig, resource: Resource, reasons: Reasons = no_reason
 ) -> TracerProvider:
-    provider = TracerProvider(resource=resource, sampler=build_sampler(config))
+    # No SDK atexit hook: ours ends the runs first and bounds the time; the SDK's would keep
+    # the provider (and its queued spans) alive after shutdown() and shut it down twice.
+    provider = TracerProvider(
+        resource=resource, sampler=build_sampler(config), shutdown_on_exit=False
+    )
     for processor in span_processors(config, reasons):
         provider.add_span_processor(processor)
     return provider
@@ -283,4 +287,5 @@ def build_meter_provider(
         metric_readers=readers,
         views=metric_views(),
         exemplar_filter=AlwaysOffExemplarFilter(),
+        shutdown_on_exit=False,  # as the TracerProvider: our atexit hook shuts it down
     )
