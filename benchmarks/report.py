@@ -90,13 +90,13 @@ def _rounds(s: dict[str, Any]) -> list[str]:
         f"order), {c['tracemalloc_rounds']} tracemalloc round(s).",
         "",
         "| variant | median s | min–max s | rows/s | time ratio | CPU ratio "
-        "| per round: median (min–max) | µs/call | GC ms (full) | peak MB (tracemalloc) "
-        "| shutdown s | target | within |",
+        "| per round: median [95 % interval] (min–max) | µs/call | GC ms (full) "
+        "| peak MB (tracemalloc) | shutdown s | target | within |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for name, r in s["variants"].items():
         rr = r["round_ratios"]
-        per_round = f"{r['round_ratio_median']:.3f} ({min(rr):.3f}–{max(rr):.3f})" if rr else "–"
+        per_round = _per_round(r) if rr else "–"
         out.append(
             _timing(name, r, per_round)
             + f" {_gc(r)} | {_mb(r['peak_tracemalloc_bytes'])} | "
@@ -112,6 +112,13 @@ def _rounds(s: dict[str, Any]) -> list[str]:
             f"{_cell(n['round_ratio_min'], '.3f')}–{_cell(n['round_ratio_max'], '.3f')}.",
         ]
     return out
+
+
+def _per_round(r: dict[str, Any]) -> str:
+    """The per-round ratios' median, its 95 % interval (if the rounds allow one), their range."""
+    rr, ci = r["round_ratios"], r.get("round_ratio_ci95")
+    interval = f" [{ci[0]:.3f}–{ci[1]:.3f}]" if ci else ""
+    return f"{r['round_ratio_median']:.3f}{interval} ({min(rr):.3f}–{max(rr):.3f})"
 
 
 def _gc(r: dict[str, Any]) -> str:
@@ -246,7 +253,8 @@ def _headline(scenarios: dict[str, Any]) -> list[str]:
                 add(
                     f"{name}: {variant} {r['target']}",
                     f"{_cell(r['time_ratio'], '.3f')}× ({_cell(r['per_call_us'], '+.1f')} µs/call; "
-                    f"CPU {_cell(r.get('cpu_ratio'), '.3f')}×)" + shutdown,
+                    f"CPU {_cell(r.get('cpu_ratio'), '.3f')}×; per round {_per_round(r)})"
+                    + shutdown,
                     r["within_target"],
                 )
     mem = scenarios.get("memory_100k")

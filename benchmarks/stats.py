@@ -2,13 +2,15 @@
 
 Two ratios. ``time_ratio`` = median(variant) / median(bare), the headline. ``round_ratios`` =
 variant / bare within each round (the two ran seconds apart, so slow phases of the machine
-cancel out better); their spread, and bare_2 against bare, show how far to trust a ratio.
+cancel out better); their spread, their median's 95 % interval (`median_interval`) and bare_2
+against bare show how far to trust a ratio.
 ``cpu_ratio``: as ``time_ratio`` for the process's CPU time, which other processes competing
 for the machine's CPUs do not lengthen (its slow phases still do).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from typing import Any
@@ -68,6 +70,7 @@ def summarize(
             "gc_full_per_run": [s.gc_full for s in runs],
             "round_ratios": [round(p, 3) for p in paired],
             "round_ratio_median": _r(statistics.median(paired), 3) if paired else None,
+            "round_ratio_ci95": _interval(paired),
             "per_call_us": _r(
                 (median - base_median) / rows * 1e6
                 if median is not None and base_median is not None and rows
@@ -101,6 +104,29 @@ def summarize(
             "cost_usd": runs[0].cost if runs else None,
         }
     return out
+
+
+def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free interval for the median of `values` (order statistics): the k-th
+    smallest and k-th largest, k the largest with P(Binomial(n, 1/2) < k) <= (1 - level) / 2.
+    Assumes only independent rounds; None when n is too small for the level (n < 6 at 95 %)."""
+    n = len(values)
+    tail = (1 - level) / 2
+    k, below = 0, 0.0
+    while k < n // 2:
+        below_next = below + math.comb(n, k) / 2**n  # P(X <= k)
+        if below_next > tail:
+            break
+        k, below = k + 1, below_next
+    if k == 0:
+        return None
+    ordered = sorted(values)
+    return ordered[k - 1], ordered[n - k]
+
+
+def _interval(paired: Sequence[float]) -> list[float] | None:
+    found = median_interval(paired)
+    return None if found is None else [round(found[0], 3), round(found[1], 3)]
 
 
 def _within_timeout(runs: Sequence[Sample]) -> bool | None:

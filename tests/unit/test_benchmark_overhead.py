@@ -10,6 +10,7 @@ import gc
 import itertools
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import gctime, overhead, runner, variants
+from benchmarks import gctime, overhead, runner, stats, variants
 from benchmarks.endpoints import HangingEndpoint, OtlpSink, refused_endpoint, scrape
 from benchmarks.peer import Peer, RemoteHanging, RemoteScraper, RemoteSink
 from benchmarks.peer import peer as bench_peer
@@ -240,6 +241,24 @@ def test_round_orders_differ_and_repeat() -> None:
     assert all(sorted(v.name for v in o) == ["bare", "bare_2", "ours"] for o in orders)
     assert all(a != b for a, b in itertools.pairwise(orders))
     assert orders == runner.round_orders(chosen, 6, "x")
+
+
+def test_the_medians_interval_is_the_binomial_order_statistics() -> None:
+    # n = 10: P(X <= 1) = 11/1024 <= 2.5 % < P(X <= 2) = 56/1024, so the 2nd smallest and 2nd
+    # largest; n = 20: P(X <= 5) = 2.07 % (the 6th); n = 5 is too few for 95 %.
+    ten = [1.0 + i / 100 for i in (3, 9, 0, 5, 7, 1, 8, 2, 6, 4)]
+    assert stats.median_interval(ten) == (1.01, 1.08)
+    twenty = [float(i) for i in range(20, 0, -1)]
+    assert stats.median_interval(twenty) == (6.0, 15.0)
+    assert stats.median_interval([1.0] * 5) is None
+    # Its coverage, drawn: the interval holds the true median at least 95 % of the time.
+    draw = random.Random(7)
+    held = 0
+    for _ in range(2000):
+        found = stats.median_interval([draw.gauss(1.03, 0.04) for _ in range(12)])
+        assert found is not None
+        held += found[0] <= 1.03 <= found[1]
+    assert held / 2000 >= 0.95
 
 
 def test_round_phases_cover_the_collectors_cycle_and_repeat() -> None:
