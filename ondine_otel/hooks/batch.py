@@ -27,6 +27,7 @@ never change what ondine returns or raises.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 import time
 import uuid
@@ -41,7 +42,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, TraceFlags, Tracer
-from wrapt import wrap_function_wrapper
+from wrapt import register_post_import_hook, wrap_function_wrapper
 
 from ondine_otel.config import DEFAULTS, sdk_disabled
 from ondine_otel.hooks.host import Host
@@ -228,6 +229,9 @@ class BatchWrappers:
         self._progress: dict[str, Any] = {}
         self._collected: dict[str, tuple[Collected, _Destination]] = {}
         self._jobs: dict[str, tuple[BatchJob, Path | None]] = {}
+        # ondine's CLI (click, yaml: 35 modules, ~20 ms) is wrapped when something imports it,
+        # not imported by every instrumented job (the hook stays on wrapt's list once added).
+        self._cli_wanted = self._cli_wrapped = self._cli_hooked = False
 
     def apply(self) -> None:
         wrap_function_wrapper(_PIPELINE, "Pipeline.submit", self._submit)
@@ -239,14 +243,28 @@ class BatchWrappers:
         wrap_function_wrapper(_REGISTRY, "RunRegistry.__init__", self._registry_opened)
         wrap_function_wrapper(_REGISTRY, "RunRegistry.get", self._registry_read)
         wrap_function_wrapper(_REGISTRY, "RunRegistry.transition", self._transition)
-        wrap_function_wrapper(_CLI, "status.callback", self._status_command)
-        wrap_function_wrapper(_CLI, "collect.callback", self._collect_command)
+        with self._lock:
+            self._cli_wanted = True
+            hook = not self._cli_hooked
+            self._cli_hooked = True
+        if hook:  # runs at once if the CLI is imported already, else when it is
+            register_post_import_hook(self._wrap_cli, _CLI)
+        elif _CLI in sys.modules:
+            self._wrap_cli(sys.modules[_CLI])
+
+    def _wrap_cli(self, module: Any) -> None:
+        """Wrap the `status` and `collect` commands, if the wrappers are still applied."""
+        with self._lock:
+            if not self._cli_wanted or self._cli_wrapped:
+                return
+            self._cli_wrapped = True
+        wrap_function_wrapper(module, "status.callback", self._status_command)
+        wrap_function_wrapper(module, "collect.callback", self._collect_command)
 
     def remove(self) -> None:
         import importlib
 
         from ondine.api.pipeline import Pipeline
-        from ondine.cli import main as cli
         from ondine.orchestration.backends.provider_batch import ProviderBatchBackend
         from ondine.orchestration.run_registry import RunRegistry
 
@@ -257,8 +275,13 @@ class BatchWrappers:
             unwrap(ProviderBatchBackend, method)
         for method in ("__init__", "get", "transition"):
             unwrap(RunRegistry, method)
-        unwrap(cli.status, "callback")
-        unwrap(cli.collect, "callback")
+        with self._lock:
+            self._cli_wanted = False
+            wrapped, self._cli_wrapped = self._cli_wrapped, False
+        if wrapped:
+            cli = sys.modules[_CLI]
+            unwrap(cli.status, "callback")
+            unwrap(cli.collect, "callback")
 
     def after_fork(self) -> None:
         self._lock = threading.Lock()

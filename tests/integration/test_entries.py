@@ -480,3 +480,47 @@ def test_with_observer_disabled_setting_turns_that_entry_off() -> None:
         """
     )
     assert result == {"spans": []}
+
+
+def test_ondines_cli_is_wrapped_once_imported_and_never_imported_for_a_job() -> None:
+    """ondine's CLI (click, yaml: 35 modules) is wrapped when something imports it; a job
+    that only instruments does not pay for importing it, and shutdown unwraps it either way."""
+    result = _run(
+        """
+        import ondine_otel
+
+        def wrapped():
+            from ondine.cli import main as cli
+            return [hasattr(c.callback, "__wrapped__") for c in (cli.status, cli.collect)]
+
+        first = ondine_otel.instrument(traces_exporter="none", metrics_exporter="none")
+        imported_by_instrument = "ondine.cli.main" in sys.modules
+        after_import = wrapped()  # imported now, after instrument()
+        first.shutdown()
+        after_shutdown = wrapped()
+        second = ondine_otel.instrument(traces_exporter="none", metrics_exporter="none")
+        again = wrapped()  # already imported: wrapped at once
+        second.shutdown()
+        report(imported_by_instrument=imported_by_instrument, after_import=after_import,
+               after_shutdown=after_shutdown, again=again, at_end=wrapped())
+        """
+    )
+    assert result == {
+        "imported_by_instrument": False,
+        "after_import": [True, True],
+        "after_shutdown": [False, False],
+        "again": [True, True],
+        "at_end": [False, False],
+    }
+
+
+def test_a_cli_imported_after_shutdown_is_left_alone() -> None:
+    result = _run(
+        """
+        import ondine_otel
+        ondine_otel.instrument(traces_exporter="none", metrics_exporter="none").shutdown()
+        from ondine.cli import main as cli
+        report(wrapped=[hasattr(c.callback, "__wrapped__") for c in (cli.status, cli.collect)])
+        """
+    )
+    assert result == {"wrapped": [False, False]}
