@@ -191,8 +191,9 @@ def span_processors_from_env() -> list[SpanProcessor]:
 def build_tracer_provider(
     config: TelemetryConfig, resource: Resource, reasons: Reasons = no_reason
 ) -> TracerProvider:
-    # No SDK atexit hook: ours ends the runs first and bounds the time; the SDK's would keep
-    # the provider (and its queued spans) alive after shutdown() and shut it down twice.
+    # No SDK atexit hook: ours ends the runs first and bounds the time. When shutdown() gives
+    # up on a hanging collector, the SDK's would shut the provider down again at exit (a
+    # WARNING after a clean job) and keep it and its queued spans alive until then.
     provider = TracerProvider(
         resource=resource, sampler=build_sampler(config), shutdown_on_exit=False
     )

@@ -254,12 +254,12 @@ class BatchWrappers:
 
     def _wrap_cli(self, module: Any) -> None:
         """Wrap the `status` and `collect` commands, if the wrappers are still applied."""
-        with self._lock:
+        with self._lock:  # against a concurrent remove(); wrapping imports nothing
             if not self._cli_wanted or self._cli_wrapped:
                 return
+            wrap_function_wrapper(module, "status.callback", self._status_command)
+            wrap_function_wrapper(module, "collect.callback", self._collect_command)
             self._cli_wrapped = True
-        wrap_function_wrapper(module, "status.callback", self._status_command)
-        wrap_function_wrapper(module, "collect.callback", self._collect_command)
 
     def remove(self) -> None:
         import importlib
@@ -277,11 +277,11 @@ class BatchWrappers:
             unwrap(RunRegistry, method)
         with self._lock:
             self._cli_wanted = False
-            wrapped, self._cli_wrapped = self._cli_wrapped, False
-        if wrapped:
-            cli = sys.modules[_CLI]
-            unwrap(cli.status, "callback")
-            unwrap(cli.collect, "callback")
+            if self._cli_wrapped:
+                cli = sys.modules[_CLI]
+                unwrap(cli.status, "callback")
+                unwrap(cli.collect, "callback")
+                self._cli_wrapped = False
 
     def after_fork(self) -> None:
         self._lock = threading.Lock()
