@@ -83,8 +83,9 @@ class LLMCalls:
         self._by_route: dict[Any, _Resolved] = {}
         self._by_error: dict[str, _Resolved] = {}
         self._lock = threading.Lock()
-        #: Calls not yet in the sinks. No lock per call: `append`, a prefix slice and its
-        #: `del` are each atomic, and calls appended meanwhile land after the prefix.
+        #: Calls not yet in the sinks (appended to by `timed`, this module's hot path, as
+        #: `_due_ns` is read there). No lock per call: `append`, a prefix slice and its `del`
+        #: are each atomic, and calls appended meanwhile land after the prefix.
         self._pending: list[CallFields] = []
         self._fold_lock = threading.Lock()
         self._fold_ns = 0
