@@ -1,14 +1,21 @@
 """100,000 rows with per-call spans on: bounded spans, adapter memory flat in rows.
 
 Children, bare and instrumented (traces and metrics over OTLP to a receiver here), each run
-10,000 rows and then 100,000 rows and report each run's peak RSS (what a container's memory
-limit sees): the kernel's high-water mark (`VmHWM`), reset before each run
-(`/proc/self/clear_refs`). Not `getrusage`'s `ru_maxrss`: it survives `exec`, so late in a test
-session every child inherited pytest's own peak and its 10k-row reading was pytest's. The
-adapter's memory is the instrumented growth from 10k to 100k rows minus the bare growth.
-ondine's own 100k-row peak lands on one of a few levels tens of MiB apart, differing from
-process to process (bare: 503-538 MiB), so each side runs in two processes and the lower peak
-counts.
+10,000 rows and then 100,000 rows. Flat in rows is decided by what stays allocated: the
+interpreter's live memory blocks (`sys.getallocatedblocks()`, small objects and large buffers
+alike) after each run, the pipeline dropped, spans flushed and a full collection; the adapter's
+growth from 10k to 100k rows minus bare's is a few hundred blocks (the first periodic metric
+export, which lands in the longer run: an HTTP connection pool, modules `requests` imports on
+first use), where a leak of one object every few rows would add tens of thousands.
+
+Peak RSS (what a container's memory limit sees) is checked too, with a noise-sized bound: the
+kernel's high-water mark (`VmHWM`), reset before each run (`/proc/self/clear_refs`; not
+`getrusage`'s `ru_maxrss`, which survives `exec`). It moves for reasons other than retention:
+ondine's own 100k-row peak lands on levels tens of MiB apart from process to process (bare:
+503-538 MiB; so each side runs in two processes and the lower peak counts), and the ~1,400
+objects the exporters' threads allocate during a run and keep (metric state, the connection
+pool) pin CPython's 1 MiB object arenas that ondine's rows filled, so the RSS after a run sits
+30-70 MiB over bare with the same live blocks.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ if endpoint:
     handle = ondine_otel.instrument(otlp_endpoint=endpoint, traces_exporter="otlp",
                                     metrics_exporter="otlp", llm_span_limit={limit},
                                     llm_span_rate={rate})
-peaks, seconds = [], []
+peaks, seconds, blocks = [], [], []
 for rows in ({small}, {large}):
     pipeline = build_demo_pipeline(load_reviews(rows), checkpoint_dir=tempfile.mkdtemp(),
                                    checkpoint_interval=10_000)
@@ -53,9 +60,13 @@ for rows in ({small}, {large}):
     seconds.append(time.perf_counter() - started)
     del pipeline
     peaks.append(status_kib("VmHWM"))  # KiB
+    if endpoint:
+        handle.tracer_provider.force_flush()  # no run's spans waiting in the batch queue
+    gc.collect()
+    blocks.append(sys.getallocatedblocks())
 if endpoint:
     handle.shutdown(timeout=10)
-report(peaks_kib=peaks, seconds=seconds)
+report(peaks_kib=peaks, seconds=seconds, blocks=blocks)
 """
 
 
@@ -78,6 +89,8 @@ def test_hundred_thousand_rows_keep_spans_capped_and_memory_flat(
     bare_kib, instr_kib = bare["peaks_kib"], instrumented["peaks_kib"]
     adapter_growth_mib = ((instr_kib[1] - instr_kib[0]) - (bare_kib[1] - bare_kib[0])) / 1024
     extra_mib = (instr_kib[1] - bare_kib[1]) / 1024
+    # The larger instrumented growth in live blocks against the smaller bare one.
+    adapter_blocks = max(_block_growth(finished[2:])) - min(_block_growth(finished[:2]))
     # The slower instrumented child's time: the span cap grows with a run's seconds.
     slowest = max(done.result["seconds"][1] for done in finished[2:] if done.result)
 
@@ -94,10 +107,12 @@ def test_hundred_thousand_rows_keep_spans_capped_and_memory_flat(
         "chat spans capped per run; adapter memory flat in rows",
         f"{len(chats)} chat spans (cap {cap:.0f}), {dropped} dropped; peak RSS "
         f"{instr_kib[1] / 1024:.0f} MiB vs bare {bare_kib[1] / 1024:.0f} MiB "
-        f"(+{extra_mib:.0f} MiB); adapter growth 10k->100k rows {adapter_growth_mib:+.1f} MiB; "
+        f"(+{extra_mib:.0f} MiB); adapter growth 10k->100k rows {adapter_blocks:+,} live blocks "
+        f"(one leaked object per row: +{LARGE - SMALL:,}), peak RSS {adapter_growth_mib:+.1f} MiB; "
         f"{LARGE / instrumented['seconds'][1]:,.0f} rows/s instrumented vs "
         f"{LARGE / bare['seconds'][1]:,.0f} bare",
         adapter_growth_mib=adapter_growth_mib,
+        adapter_blocks=adapter_blocks,
         extra_mib=extra_mib,
     )
     assert len([s for s in run_spans if s.attributes[semconv.ATTR_ROWS_TOTAL] == LARGE]) == 2
@@ -105,10 +120,16 @@ def test_hundred_thousand_rows_keep_spans_capped_and_memory_flat(
     assert LLM_SPAN_LIMIT <= len(chats) <= cap, (len(chats), cap)
     assert dropped == LARGE - len(chats)
     assert len(in_large) < cap + 20  # run + stages + capped chat spans, nothing per row
-    # Flat in rows. The lower of two processes' peaks still varies by tens of MiB, so the
-    # bound is noise-sized; a leak of even 0.5 KiB per row would add 44 MiB over these
-    # 90,000 rows.
+    # Flat in rows: nothing kept per row (a few hundred one-time blocks; 3,000 is one object
+    # every 30 rows). The peak's bound is noise-sized (see the module docstring); a leak of
+    # even 0.5 KiB per row would add 44 MiB over these 90,000 rows.
+    assert adapter_blocks < 3_000, [done.result for done in finished]
     assert adapter_growth_mib < 40, [done.result for done in finished]
+
+
+def _block_growth(runs: list[jobs.Finished]) -> list[int]:
+    """Each child's growth in live memory blocks from the 10k-row run to the 100k-row run."""
+    return [done.result["blocks"][1] - done.result["blocks"][0] for done in runs if done.result]
 
 
 def _lower_peak(runs: list[jobs.Finished]) -> dict[str, Any]:
