@@ -375,6 +375,11 @@ def _stream(ctx: Context) -> dict[str, Any]:
         if ours["growth_bytes"] is None or bare["growth_bytes"] is None
         else (ours["growth_bytes"] - bare["growth_bytes"])
     )
+    extra_blocks = (
+        None
+        if ours["blocks_growth"] is None or bare["blocks_growth"] is None
+        else ours["blocks_growth"] - bare["blocks_growth"]
+    )
     r = summaries[v.OURS.name]
     over = r["rss_over_bare_bytes"]
     r["target"] = (
@@ -392,7 +397,9 @@ def _stream(ctx: Context) -> dict[str, Any]:
         "workload": Workload("offline", full, stream_chunk=s.stream_chunk).describe()
         + ", one fresh process a run",
         "note": "RSS delta = the highest RSS while the stream ran (10 ms sampler) minus RSS "
-        f"right before it; growth = RSS delta at {double:,} rows minus at {full:,}",
+        f"right before it; growth = RSS delta at {double:,} rows minus at {full:,}; blocks kept "
+        "= live memory blocks after the run (pipeline dropped, spans flushed, a full "
+        "collection) minus before it",
         "config": {
             "rows": full,
             "double_rows": double,
@@ -403,7 +410,7 @@ def _stream(ctx: Context) -> dict[str, Any]:
         "noise": stats.noise(summaries),
         "variants": summaries,
         "at_double": at_double,
-        "growth": {**growth, "ours_over_bare_bytes": extra},
+        "growth": {**growth, "ours_over_bare_bytes": extra, "ours_over_bare_blocks": extra_blocks},
     }
 
 

@@ -161,17 +161,29 @@ def _stream(s: dict[str, Any]) -> list[str]:
         ]
     out += [
         "",
-        f"| variant | RSS Δ MB at {c['rows']:,} rows | at {c['double_rows']:,} rows | growth MB |",
-        "|---|---:|---:|---:|",
+        f"| variant | RSS Δ MB at {c['rows']:,} rows | at {c['double_rows']:,} rows | growth MB "
+        f"| blocks kept at {c['rows']:,} rows | at {c['double_rows']:,} rows | growth |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name in ("bare", "ours"):
         r = g[name]
         out.append(
             f"| {name} | {_mb(r['rss_delta_smaller_bytes'])} | "
-            f"{_mb(r['rss_delta_larger_bytes'])} | {_mb(r['growth_bytes'], '+.1f')} |"
+            f"{_mb(r['rss_delta_larger_bytes'])} | {_mb(r['growth_bytes'], '+.1f')} | "
+            f"{_count(r.get('blocks_kept_smaller'))} | {_count(r.get('blocks_kept_larger'))} | "
+            f"{_count(r.get('blocks_growth'), '+,')} |"
         )
-    out += ["", f"ours' growth over bare's: {_mb(g['ours_over_bare_bytes'], '+.1f')} MB."]
+    out += [
+        "",
+        f"ours' growth over bare's: {_mb(g['ours_over_bare_bytes'], '+.1f')} MB; in live "
+        f"blocks kept {_count(g.get('ours_over_bare_blocks'), '+,')} (one object kept per row "
+        f"would be {c['double_rows'] - c['rows']:+,}).",
+    ]
     return out
+
+
+def _count(value: int | None, spec: str = ",") -> str:
+    return "–" if value is None else format(value, spec)
 
 
 def _shutdown(s: dict[str, Any]) -> list[str]:

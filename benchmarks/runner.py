@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import random
+import sys
 import tempfile
 import threading
 import time
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from benchmarks.gctime import GcClock, start_cycle_at
 from benchmarks.peer import RemoteSink
 from benchmarks.rss import PeakSampler, rss_bytes
+from benchmarks.session import Session
 from benchmarks.variants import Variant, session
 from benchmarks.workload import Workload, build_pipeline, execute
 
@@ -49,6 +51,11 @@ class Sample:
     uninstrumented_cleanly: bool | None = None
     rss_before: int | None = None  # resident bytes right before execute() (sample_rss)
     rss_peak: int | None = None  # the highest resident bytes seen during it
+    # Live memory blocks (sys.getallocatedblocks(), after a full collection) the run left
+    # behind, its pipeline dropped and its spans flushed, still instrumented (sample_rss): the
+    # exact counterpart of the RSS figures, which move with the allocator, not only with
+    # what is kept.
+    blocks_kept: int | None = None
     linger_s: float = 0.0  # after tear-down, until the threads the variant started ended
     lingering_threads: int = 0  # still alive at the deadline
     # This process's CPU time (every thread) during the run: unlike wall time, not lengthened
@@ -84,6 +91,7 @@ def run_once(
             for observer in active.observers:
                 pipeline.add_observer(observer)
             gc.collect()
+            blocks_before = sys.getallocatedblocks() if sample_rss else None
             start_cycle_at(gc_phase)
             active.start()
             sampler = PeakSampler() if sample_rss else None
@@ -107,6 +115,7 @@ def run_once(
                     tracemalloc.stop()
                 rss_peak = sampler.stop() if sampler is not None else None
             del pipeline
+            blocks_kept = _blocks_kept(active, blocks_before)
         after = sink.totals()
     linger_s, lingering = _wait_for_threads(threads_before)
     scraper = active.scraper
@@ -132,11 +141,22 @@ def run_once(
         uninstrumented_cleanly=active.uninstrumented_cleanly,
         rss_before=rss_before,
         rss_peak=rss_peak,
+        blocks_kept=blocks_kept,
         linger_s=linger_s,
         lingering_threads=lingering,
         evidence=active.evidence,
         left_patched=active.left_patched,
     )
+
+
+def _blocks_kept(active: Session, before: int | None) -> int | None:
+    """Blocks alive now that were not before the run (untimed; see Sample.blocks_kept)."""
+    if before is None:
+        return None
+    if active.flush is not None:
+        active.flush()
+    gc.collect()
+    return sys.getallocatedblocks() - before
 
 
 def _wait_for_threads(before: set[threading.Thread]) -> tuple[float, int]:

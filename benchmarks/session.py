@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,9 @@ class Session:
     evidence: dict[str, int] = field(default_factory=dict)
     # ondine functions still wrapped after the entry's own tear-down (put back by the harness).
     left_patched: list[str] | None = None
+    # Sends what the variant's exporters hold (a span batch waiting for its delay), so that
+    # counting the blocks a run kept alive does not count a queue that is about to drain.
+    flush: Callable[[], object] | None = None
 
     def start(self) -> None:
         if self.scraper is not None:

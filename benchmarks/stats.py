@@ -84,6 +84,7 @@ def summarize(
             "rss_delta_bytes": rss,
             "rss_delta_range_bytes": _range([_rss_delta(s) for s in runs]),
             "rss_over_bare_bytes": None if rss is None or base_rss is None else rss - base_rss,
+            "blocks_kept": _median([s.blocks_kept for s in runs]),
             "teardown_s_median": _r(statistics.median(teardown), 3) if teardown else None,
             "teardown_s_max": _r(max(teardown), 3) if teardown else None,
             "shutdown_timeout_s": runs[0].shutdown_timeout if runs else None,
@@ -153,12 +154,17 @@ def _median(values: Sequence[int | None]) -> int | None:
 
 
 def growth(smaller: dict[str, Any], larger: dict[str, Any]) -> dict[str, int | None]:
-    """A variant's RSS delta at fewer and at more rows, and the difference (flat: near 0)."""
+    """A variant's RSS delta and live blocks kept at fewer and at more rows, and the
+    differences (flat: near 0)."""
     low, high = smaller["rss_delta_bytes"], larger["rss_delta_bytes"]
+    kept_low, kept_high = smaller.get("blocks_kept"), larger.get("blocks_kept")
     return {
         "rss_delta_smaller_bytes": low,
         "rss_delta_larger_bytes": high,
         "growth_bytes": None if low is None or high is None else high - low,
+        "blocks_kept_smaller": kept_low,
+        "blocks_kept_larger": kept_high,
+        "blocks_growth": None if kept_low is None or kept_high is None else kept_high - kept_low,
     }
 
 

@@ -239,7 +239,7 @@ def _ours_session(
 ) -> Iterator[Session]:
     """Yield the session; afterwards stop the scraper and time `shutdown()`."""
     port = telemetry.prometheus_port
-    active = Session(prometheus_port=port)
+    active = Session(prometheus_port=port, flush=lambda: _flush_spans(telemetry))
     try:
         if port is None:
             raise RuntimeError("instrument() did not serve the Prometheus endpoint")
@@ -260,6 +260,12 @@ def _ours_session(
             active.hanging_connections = hanging.connections
         if unavailable is not None:
             active.evidence = {"requests": _requests(unavailable)}
+
+
+def _flush_spans(telemetry: ondine_otel.Telemetry) -> None:
+    force_flush = getattr(telemetry.tracer_provider, "force_flush", None)
+    if force_flush is not None:
+        force_flush()
 
 
 def _span_provider(sink: RemoteSink) -> TracerProvider:
