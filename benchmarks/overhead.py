@@ -398,8 +398,8 @@ def _stream(ctx: Context) -> dict[str, Any]:
         + ", one fresh process a run",
         "note": "RSS delta = the highest RSS while the stream ran (10 ms sampler) minus RSS "
         f"right before it; growth = RSS delta at {double:,} rows minus at {full:,}; blocks kept "
-        "= live memory blocks after the run (pipeline dropped, spans flushed, a full "
-        "collection) minus before it",
+        "= live memory blocks after the run (pipeline dropped, exports flushed, a full "
+        "collection) minus before the run (pipeline built); they count allocations, not bytes",
         "config": {
             "rows": full,
             "double_rows": double,

@@ -52,9 +52,9 @@ class Sample:
     rss_before: int | None = None  # resident bytes right before execute() (sample_rss)
     rss_peak: int | None = None  # the highest resident bytes seen during it
     # Live memory blocks (sys.getallocatedblocks(), after a full collection) the run left
-    # behind, its pipeline dropped and its spans flushed, still instrumented (sample_rss): the
-    # exact counterpart of the RSS figures, which move with the allocator, not only with
-    # what is kept.
+    # behind, its pipeline dropped, its exports flushed and the scraper stopped, still
+    # instrumented (sample_rss). It counts allocations, not bytes: beside the RSS figures
+    # (bytes, but moved by the allocator too) it says whether objects are kept per row.
     blocks_kept: int | None = None
     linger_s: float = 0.0  # after tear-down, until the threads the variant started ended
     lingering_threads: int = 0  # still alive at the deadline
@@ -153,6 +153,8 @@ def _blocks_kept(active: Session, before: int | None) -> int | None:
     """Blocks alive now that were not before the run (untimed; see Sample.blocks_kept)."""
     if before is None:
         return None
+    if active.scraper is not None:
+        active.scraper.stop()  # no scrape in flight while counting (stop() is idempotent)
     if active.flush is not None:
         active.flush()
     gc.collect()

@@ -53,8 +53,9 @@ class Session:
     evidence: dict[str, int] = field(default_factory=dict)
     # ondine functions still wrapped after the entry's own tear-down (put back by the harness).
     left_patched: list[str] | None = None
-    # Sends what the variant's exporters hold (a span batch waiting for its delay), so that
-    # counting the blocks a run kept alive does not count a queue that is about to drain.
+    # Sends what the variant's exporters hold (a span batch waiting for its delay, metric
+    # state), so that counting the blocks a run kept alive does not count a queue about to
+    # drain. Called before the tear-down, which then no longer exports that last batch.
     flush: Callable[[], object] | None = None
 
     def start(self) -> None:

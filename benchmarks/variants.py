@@ -46,6 +46,9 @@ from benchmarks.session import (
 
 __all__ = ["ALL", "BY_NAME", "Session", "Variant", "install_tracer_switch", "session"]
 
+#: How long counting a run's kept blocks waits for its exporters' last batch.
+FLUSH_TIMEOUT_MS = 2_000
+
 BARE = Variant("bare", "bare", "no instrumentation")
 BARE_2 = Variant("bare_2", "bare", "no instrumentation again, in the same rounds: the noise")
 OURS = Variant(
@@ -239,7 +242,7 @@ def _ours_session(
 ) -> Iterator[Session]:
     """Yield the session; afterwards stop the scraper and time `shutdown()`."""
     port = telemetry.prometheus_port
-    active = Session(prometheus_port=port, flush=lambda: _flush_spans(telemetry))
+    active = Session(prometheus_port=port, flush=lambda: _flush(telemetry))
     try:
         if port is None:
             raise RuntimeError("instrument() did not serve the Prometheus endpoint")
@@ -262,10 +265,12 @@ def _ours_session(
             active.evidence = {"requests": _requests(unavailable)}
 
 
-def _flush_spans(telemetry: ondine_otel.Telemetry) -> None:
-    force_flush = getattr(telemetry.tracer_provider, "force_flush", None)
-    if force_flush is not None:
-        force_flush()
+def _flush(telemetry: ondine_otel.Telemetry) -> None:
+    """Export what the providers hold (bounded: a dead collector must not stall the bench)."""
+    for provider in (telemetry.tracer_provider, *telemetry.meter_providers):
+        force_flush = getattr(provider, "force_flush", None)  # the SDK's, not the API's
+        if force_flush is not None:
+            force_flush(FLUSH_TIMEOUT_MS)
 
 
 def _span_provider(sink: RemoteSink) -> TracerProvider:

@@ -5,7 +5,8 @@ real fault server in this process. The child alternates the same job with the fa
 (traces and metrics both over OTLP) and with the same instrumentation exporting nothing (spans
 dropped, metrics kept for an unscraped pull reader), medians over the repetitions, and
 shuts each set-up down with a bound. Timings are reported, never asserted tightly: the bound
-checked is a loose 2x (a stalled export would be 4x); the measured ratio goes to
+checked is on the time a fault adds to a job (paired runs, median), well under the one OTLP
+timeout that a single stalled export would add; the measured ratio goes to
 docs/reliability.md.
 """
 
@@ -88,6 +89,13 @@ class Outcome:
     def ratio(self) -> float:
         walls = self.result["walls"]
         return float(statistics.median(walls["fault"]) / statistics.median(walls["none"]))
+
+    @property
+    def added_s(self) -> float:
+        """Seconds the fault adds to a job: the median of the paired runs' differences."""
+        walls = self.result["walls"]
+        pairs = zip(walls["fault"], walls["none"], strict=True)
+        return float(statistics.median(fault - none for fault, none in pairs))
 
 
 @contextlib.contextmanager
@@ -187,9 +195,10 @@ def test_collector_fault_never_reaches_the_job(
     assert result["same_output"] and result["same_cost"]
     assert len(result["walls"]["fault"]) == REPETITIONS
     # Loose on purpose (the figure goes to docs/reliability.md; make bench measures the ratio
-    # properly): these jobs take ~0.3 s and the CPU flips between a fast and a 2x slower state,
-    # while one stalled export (OTLP timeout 1 s) would make a job at least 4x slower.
-    assert outcome.ratio < 2.0, result["walls"]
+    # properly). An absolute bound, not a ratio: these jobs take ~0.3 s and the CPU flips
+    # between a fast and a 2x slower state (a ratio of 2.01 was seen with nothing stalled,
+    # adding 0.21 s), while one stalled export adds at least the OTLP timeout to its job.
+    assert outcome.added_s < 0.6 * OTLP_TIMEOUT_MS / 1000, result["walls"]
     assert worst_shutdown < SHUTDOWN_TIMEOUT_S + 0.25, result["shutdowns"]  # scheduling slack
     if outcome.attempts is not None:  # the fault was really hit, more than once
         assert outcome.attempts >= 2, outcome.attempts
