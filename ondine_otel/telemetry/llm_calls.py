@@ -27,7 +27,7 @@ from ondine_otel.telemetry.aggregation import SeriesRecorder
 from ondine_otel.telemetry.call_record import CallFields, CallRecord, error_of, route_of
 from ondine_otel.telemetry.guard import report
 from ondine_otel.telemetry.redaction import redact
-from ondine_otel.telemetry.tracing import span_attributes
+from ondine_otel.telemetry.tracing import MAX_ERROR_MESSAGE, span_attributes
 
 #: (provider, model, error_type) -> how to record such calls (resolved once per run and key).
 CallSink = Callable[[str | None, str, str | None], SeriesRecorder]
@@ -38,7 +38,6 @@ _Resolved = tuple[str | None, str, tuple[SeriesRecorder, ...]]
 FOLD_CALLS = 256
 FOLD_AFTER_NS = 500_000_000
 
-_MAX_MESSAGE = 1024
 #: A deadline no call reaches (no span to sample: the rate is off).
 _NEVER = 1 << 126
 #: Characters of one captured message kept on a span (content capture only).
@@ -292,7 +291,7 @@ class LLMCalls:
             start_time=start_ns,
         )
         if error is not None:
-            message = redact(str(error))[:_MAX_MESSAGE]
+            message = redact(str(error))[:MAX_ERROR_MESSAGE]
             span.add_event(
                 "exception",
                 {"exception.type": type(error).__name__, "exception.message": message},

@@ -9,6 +9,7 @@ the one `start_span` call that asks for them, and defers to the provider's gener
 from __future__ import annotations
 
 import os
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -22,6 +23,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.types import AttributeValue
 
 from ondine_otel.telemetry import semconv
+from ondine_otel.telemetry.redaction import redact
 from ondine_otel.version import __version__
 
 _PINNED: ContextVar[tuple[int | None, int] | None] = ContextVar("ondine_otel_pinned", default=None)
@@ -112,10 +114,22 @@ def parent_context(environ: Mapping[str, str] | None = None) -> Context:
     return Context()
 
 
+#: Longest error message kept on a span (provider errors can quote whole requests).
+MAX_ERROR_MESSAGE = 1024
+
+
 def record_error(span: Span, error: BaseException) -> None:
-    """Mark a span failed the way backends expect: an `exception` event and status ERROR."""
-    span.record_exception(error)
-    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+    """Mark a span failed the way backends expect: an `exception` event and status ERROR.
+
+    Message and stack trace are redacted: provider errors quote API keys ("Incorrect API key
+    provided: sk-...") and the rows they failed on (e-mail addresses, phone numbers).
+    """
+    message = redact(str(error))[:MAX_ERROR_MESSAGE]
+    stacktrace = redact("".join(traceback.format_exception(error)))
+    span.record_exception(
+        error, {"exception.message": message, "exception.stacktrace": stacktrace}
+    )
+    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {message}"))
 
 
 def span_attributes(values: Mapping[str, Any]) -> dict[str, AttributeValue]:

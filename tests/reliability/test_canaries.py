@@ -147,6 +147,40 @@ def test_canaries_never_leave_the_process(
         assert not any("Classify the sentiment" in t for t in otlp), "capture off: no prompts"
 
 
+def test_a_failed_run_records_the_provider_error_redacted(
+    otlp_http_receiver: OtlpHttpReceiver, figures: Figures
+) -> None:
+    # The error policy "fail": the provider's message (key and e-mail) ends the run, so it is
+    # recorded on the LLMInvocation stage span and the run span, not only on a chat span.
+    body = _CHILD.replace('.with_error_policy("skip")', '.with_error_policy("fail")')
+    body = body.replace(
+        "pipeline.execute()\n",
+        "try:\n    pipeline.execute()\nexcept Exception:\n    pass\n",
+    )
+    with faults.HttpFaultServer(status=200) as sink, faults.HttpFaultServer(status=200) as gw:
+        body = body.replace("sys.argv[1]", repr(otlp_http_receiver.endpoint))
+        body = body.replace("sys.argv[2]", repr(sink.endpoint))
+        body = body.replace("sys.argv[3]", repr(gw.endpoint))
+        body = body.replace('sys.argv[4] == "on"', "False")
+        jobs.run(body, timeout=180)
+    spans = otlp_http_receiver.spans()
+    failed = [s for s in spans if s.status_message and not s.name.startswith("chat ")]
+    leaks = _leaks(_otlp_texts(otlp_http_receiver), KEY, EMAIL)
+    figures.record(
+        "canary API key and e-mail in a provider error that fails the run",
+        "the run and stage spans ERROR with the message, key and e-mail redacted",
+        "neither canary in any span's status or exception event (message and stack trace)",
+        f"{len(failed)} failed run/stage spans: {[s.name for s in failed]}; {len(leaks)} leaks",
+    )
+    assert {semconv.SPAN_RUN, f"{semconv.SPAN_STAGE_PREFIX} LLMInvocation"} <= {s.name for s in failed}
+    assert all("[REDACTED_KEY]" in s.status_message for s in failed), failed
+    events = [e for s in failed for e in s.events if e.name == "exception"]
+    assert events and all(
+        "[REDACTED_EMAIL]" in e.attributes["exception.stacktrace"] for e in events
+    ), events
+    assert not leaks, leaks
+
+
 @pytest.mark.parametrize("fault", ["refused", "hanging", "unavailable"])
 def test_check_never_prints_a_header_value_or_a_password(
     fault: str, figures: Figures
