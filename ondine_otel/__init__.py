@@ -12,7 +12,7 @@ from ondine_otel.instrumentor import OndineInstrumentor
 from ondine_otel.runtime.handle import Telemetry
 from ondine_otel.version import __version__
 
-named.register()  # the only effect of importing: `with_observer("otel", ...)` works
+named.register()  # the only effect of importing: `with_observer("otel", ...)` works, fully
 
 __all__ = [
     "ConfigError",

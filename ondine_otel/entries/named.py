@@ -16,8 +16,10 @@ and runs without this observer).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+from ondine.api.pipeline_builder import PipelineBuilder
 from ondine.observability.registry import ObserverRegistry, observer
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
@@ -107,7 +109,46 @@ class NamedOtelObserver(LLMCallListener):
             pipeline.observers[:] = [o for o in pipeline.observers if o is not attached]
 
 
+#: Marks the builder method that already prepares the runtime (register() is idempotent).
+_PREPARES = "__ondine_otel_prepares__"
+
+
 def register() -> None:
-    """Register `otel` with ondine (idempotent); the only thing importing ondine_otel does."""
+    """Register `otel` with ondine and have `with_observer("otel")` prepare the runtime
+    (idempotent); the only things importing ondine_otel does.
+
+    ondine creates a named observer only inside each run's `execute()`. A stream's chunks,
+    a composed call's columns and `execute_async()` run inside a call around it, which ondine-
+    otel must already be wrapping when it starts (one trace, one run, the caller's context):
+    so the builder call that names the observer applies the runtime's wrappers, before the
+    pipeline's first call.
+    """
     if not ObserverRegistry.is_registered(semconv.OBSERVER_NAME):
         observer(semconv.OBSERVER_NAME)(NamedOtelObserver)
+    original = PipelineBuilder.with_observer
+    if getattr(original, _PREPARES, False):
+        return
+
+    @functools.wraps(original)
+    def with_observer(
+        self: PipelineBuilder, name: str, config: dict[str, Any] | None = None
+    ) -> PipelineBuilder:
+        builder = original(self, name, config)
+        if name == semconv.OBSERVER_NAME:
+            _prepare(config)
+        return builder
+
+    setattr(with_observer, _PREPARES, True)
+    PipelineBuilder.with_observer = with_observer
+
+
+@guarded("with_observer('otel') set-up")
+def _prepare(config: dict[str, Any] | None) -> None:
+    """Apply the runtime's wrappers unless this observer is off; a bad setting is left to the
+    run, which reports it (ondine then runs without the observer)."""
+    try:
+        disabled = sdk_disabled() or observer_config(_without_secrets(config)).disabled
+    except ConfigError:
+        return
+    if not disabled:
+        runtime.get().ensure_patched()

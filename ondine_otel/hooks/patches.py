@@ -8,7 +8,9 @@ call's error, observers attached for the call are detached, and checkpoint resto
 claimed are forgotten. `Pipeline._execute_stages` is wrapped too: it is where a
 `with_observer("otel")` run (whose observer ondine creates inside execute()) gets attached.
 
-Nothing is patched at import. `remove()` gives ondine back its own function objects.
+Nothing here is patched at import (importing ondine_otel only wraps the builder's
+`with_observer`, so that naming "otel" applies these before the pipeline's first call).
+`remove()` gives ondine back its own function objects.
 """
 
 from __future__ import annotations

@@ -325,7 +325,7 @@ def test_budget_and_progress_of_an_active_run_are_scraped_while_it_runs(
     assert samples(produced_rig.scrape(), "ondine_run_budget_usd") == []
 
 
-# --- nothing is patched unless an entry is on -------------------------------------------
+# --- nothing is patched unless an entry is on (or named: with_observer) ------------------
 
 _STATE_PROBE = """
 import json, logging, os, sys, warnings
@@ -370,17 +370,23 @@ def _probe(body: str) -> dict[str, Any]:
     return result
 
 
-def test_import_changes_nothing_but_the_observer_registry() -> None:
+def test_import_changes_nothing_but_the_observer_registry_and_with_observer() -> None:
     result = _probe(
         """
         before = state()
         import ondine_otel
         after = state()
-        report(before=before, after=after)
+        inner = id(vars(PipelineBuilder)["with_observer"].__wrapped__)
+        report(before=before, after=after, inner=inner)
         """
     )
     before, after = result["before"], result["after"]
     assert after["observers"] == sorted([*before["observers"], semconv.OBSERVER_NAME])
+    # The builder's with_observer is wrapped (naming "otel" applies the runtime's wrappers
+    # before the pipeline's first call) around ondine's own; nothing else changes.
+    wrapped = after["functions"].pop("with_observer")
+    ondines = before["functions"].pop("with_observer")
+    assert wrapped != ondines and result["inner"] == ondines
     for key in ("functions", "root_handlers", "root_level", "warning_filters"):
         assert after[key] == before[key], key
 

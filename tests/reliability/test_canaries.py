@@ -172,7 +172,8 @@ def test_a_failed_run_records_the_provider_error_redacted(
         "neither canary in any span's status or exception event (message and stack trace)",
         f"{len(failed)} failed run/stage spans: {[s.name for s in failed]}; {len(leaks)} leaks",
     )
-    assert {semconv.SPAN_RUN, f"{semconv.SPAN_STAGE_PREFIX} LLMInvocation"} <= {s.name for s in failed}
+    stage = f"{semconv.SPAN_STAGE_PREFIX} LLMInvocation"
+    assert {semconv.SPAN_RUN, stage} <= {s.name for s in failed}
     assert all("[REDACTED_KEY]" in s.status_message for s in failed), failed
     events = [e for s in failed for e in s.events if e.name == "exception"]
     assert events and all(
