@@ -224,6 +224,9 @@ class BatchWrappers:
         self._host = host
         self._lock = threading.Lock()
         self._directories: weakref.WeakKeyDictionary[Any, Path] = weakref.WeakKeyDictionary()
+        # Every registry directory this process opened, kept after its RunRegistry is gone:
+        # where a poll or collect by hand looks up the job it names (an ordered set).
+        self._opened: dict[Path, None] = {}
         # By provider job id: the last poll (a collect's own check), a finished collect
         # waiting for its terminal transition, and the jobs this process submitted or read.
         self._progress: dict[str, Any] = {}
@@ -493,6 +496,8 @@ class BatchWrappers:
         if path is not None:
             directory = batch_job.registry_dir(path)
             quietly(_SITE, lambda: self._directories.__setitem__(instance, directory))
+            with self._lock:
+                self._opened[directory] = None
 
     def _registry_read(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         handle = wrapped(*args, **kwargs)
@@ -536,9 +541,23 @@ class BatchWrappers:
 
     # --- poll and collect ----------------------------------------------------------------
     def _known(self, job_id: str) -> tuple[BatchJob | None, Path | None]:
+        """The job submitted in this process, else its record in a registry this process
+        opened (a poll or collect by hand in a later process: the normal case)."""
         with self._lock:
             found = self._jobs.get(job_id)
-        return found if found is not None else (None, None)
+            opened = list(self._opened)
+        if found is not None:
+            return found
+        try:  # a bad record must not break the poll
+            for directory in opened:
+                job = batch_job.find(directory, job_id)
+                if job is not None:
+                    with self._lock:
+                        self._jobs.setdefault(job_id, (job, directory))
+                    return job, directory
+        except Exception as error:  # noqa: BLE001
+            report(_SITE, error)
+        return None, None
 
     def _poll(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         job_id = str(args[0] if args else kwargs.get("provider_job_id"))
@@ -556,6 +575,7 @@ class BatchWrappers:
             attributes={
                 **(_job_attributes(job) if job else {}),
                 semconv.ATTR_BATCH_PROVIDER_JOB_ID: job_id,
+                semconv.OPENINFERENCE_SPAN_KIND: semconv.KIND_CHAIN,
             },
             links=_link(job),
         )
@@ -617,6 +637,7 @@ class BatchWrappers:
                 attributes={
                     **(_job_attributes(job) if job else {}),
                     semconv.ATTR_BATCH_PROVIDER_JOB_ID: job_id,
+                    semconv.OPENINFERENCE_SPAN_KIND: semconv.KIND_CHAIN,
                 },
                 links=_link(job),
             )
@@ -736,6 +757,7 @@ class BatchWrappers:
             attributes={
                 **(_job_attributes(job) if job else {}),
                 semconv.ATTR_BATCH_RUN_ID: run_id,
+                semconv.OPENINFERENCE_SPAN_KIND: semconv.KIND_CHAIN,
             },
             links=_link(job),
         )

@@ -85,6 +85,17 @@ def save(directory: Path, job: BatchJob) -> None:
         raise
 
 
+def find(directory: Path, provider_job_id: str) -> BatchJob | None:
+    """The sidecar of the job the provider knows as `provider_job_id`, if `directory` has one:
+    a poll or collect by hand names the provider's id, not ondine's run id."""
+    folder = directory / SIDECAR_DIR
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+        job = load(directory, path.stem)
+        if job is not None and job.provider_job_id == provider_job_id:
+            return job
+    return None
+
+
 def load(directory: Path, run_id: str) -> BatchJob | None:
     """The job's sidecar, or None when there is none (submitted without telemetry)."""
     try:

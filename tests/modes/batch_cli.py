@@ -77,6 +77,12 @@ def main(argv: list[str]) -> None:
             pipeline = batch_builder(registry_dir, rows, failing).build()
             handle = pipeline.submit(registry=RunRegistry(registry_dir))
             print(f"RUN_ID {handle.run_id}", flush=True)
+        elif command == "poll":  # by hand, as a user's own script polls: the provider's job id
+            from ondine.core.specifications import LLMSpec
+            from ondine.orchestration.backends.provider_batch import ProviderBatchBackend
+
+            job_id = RunRegistry(registry_dir).get(rest[0]).provider_job_id
+            ProviderBatchBackend(LLMSpec(provider="openai", model="gpt-4o-mini")).poll(job_id)
         else:
             cli([command, rest[0], "--checkpoint-dir", str(registry_dir)], standalone_mode=False)
     finally:

@@ -192,6 +192,33 @@ def _groups(pushgateway: Service) -> list[dict[str, Any]]:
 
 
 @pytest.mark.integration
+def test_a_poll_by_hand_in_a_later_process_knows_the_job_from_its_record(
+    tmp_path: Path,
+) -> None:
+    """The normal case: submitted by one process, polled by a script in another, which knows
+    only the provider's job id; the job's record (next to ondine's registry) names the run."""
+    with OtlpHttpReceiver() as receiver:
+        settings = {"otlp_endpoint": receiver.endpoint, "metrics_exporter": "none"}
+        fast = {"OTEL_BSP_SCHEDULE_DELAY": "50"}
+        run_id = batch_cli.run_id_of(batch_cli.run(tmp_path, settings, "submit", **fast))
+        batch_cli.run(tmp_path, settings, "poll", run_id, **fast)
+        spans = receiver.spans()
+    [submit] = [s for s in spans if s.name == "ondine.batch.submit"]
+    [poll] = [s for s in spans if s.name == "ondine.batch.poll"]
+    assert [(link.trace_id, link.span_id) for link in poll.links] == [
+        (submit.trace_id, submit.span_id)
+    ]
+    assert poll.trace_id != submit.trace_id
+    assert poll.attributes["ondine.batch.run_id"] == run_id
+    assert poll.attributes["openinference.span.kind"] == "CHAIN"
+    assert poll.attributes["ondine.llm.provider"] == "openai"
+    assert poll.attributes["ondine.llm.model"] == "gpt-4o-mini"
+    assert poll.attributes["ondine.batch.requests.completed"] == COMPLETED
+    sidecar = json.loads((tmp_path / "ckpt" / "otel" / f"{run_id}.json").read_text())
+    assert sidecar["completed"] == COMPLETED  # the poll wrote what it saw back
+
+
+@pytest.mark.integration
 def test_a_short_process_leaves_the_job_in_flight_on_the_pushgateway_until_collected(
     tmp_path: Path, pushgateway: Service
 ) -> None:
