@@ -5,8 +5,9 @@ Router fails over between deployments (429s, timeouts) inside it, so the client 
 only the final outcome. litellm reports every attempt to its callbacks
 (`CustomLogger.async_log_failure_event`), in the call's own task, so the run is found in the
 OpenTelemetry context exactly as the client wrapper finds it. Each failed attempt becomes a
-`CallRecord` with its error and the deployment's safe identity (its `model_info` id, else its
-API host: never a key, and never litellm's raw parameters, which hold the key). The successful
+`CallRecord` with its error and the deployment's safe identity (the id the user gave it, else
+its provider/model and API host: never a key, nothing derived from one, and never litellm's raw
+parameters, which hold the key). The successful
 attempt stays the call's span, from the client wrapper.
 
 litellm copies its callback list on first use and never notices later removals, so one logger
@@ -17,6 +18,7 @@ that already uses litellm (its import adds global warning filters and over 100 M
 
 from __future__ import annotations
 
+import re
 import sys
 from datetime import datetime
 from time import time_ns
@@ -27,18 +29,32 @@ from ondine_otel.telemetry import call_record
 from ondine_otel.telemetry.guard import report
 from ondine_otel.telemetry.run import current_run
 
+#: litellm's id for a deployment the user gave none (a hex SHA-256 of its parameters).
+_GENERATED_ID = re.compile(r"[0-9a-f]{64}")
+
 
 def deployment_of(kwargs: dict[str, Any]) -> str | None:
-    """A deployment's safe identity from litellm's callback arguments."""
+    """A deployment's safe identity from litellm's callback arguments: the id the user gave
+    it, else its provider/model and API host (`openai/gpt-4o-mini@eu.example.com`).
+
+    A deployment without an id gets litellm's own: a SHA-256 over its parameters, API key
+    included. That says nothing to a reader and is a stable fingerprint of the key, so it is
+    never used.
+    """
     params = kwargs.get("litellm_params") or {}
     info = params.get("model_info") or {}
-    if info.get("id"):
-        return str(info["id"])
-    base = params.get("api_base") or ""
+    given = str(info.get("id") or "")
+    if given and not _GENERATED_ID.fullmatch(given):
+        return given
+    model, provider = kwargs.get("model"), params.get("custom_llm_provider")
+    if model and provider and not str(model).startswith(f"{provider}/"):
+        model = f"{provider}/{model}"
     try:
-        return urlsplit(str(base)).hostname or None
+        host = urlsplit(str(params.get("api_base") or "")).hostname
     except ValueError:
-        return None
+        host = None
+    named = "@".join(str(part) for part in (model, host) if part)
+    return named or None
 
 
 def _ns(stamp: Any, default: int) -> int:
