@@ -155,3 +155,50 @@ def test_a_killed_run_is_ended_exported_and_counted(
     if kind == "sigterm":
         assert any(e.name == "exception" for e in run.events), [e.name for e in run.events]
     assert errors == 1, receiver.metric_names()
+
+
+_STREAM_CHILD = """
+import asyncio
+import ondine_otel
+handle = ondine_otel.instrument(otlp_endpoint={endpoint!r}, traces_exporter="otlp",
+                                metrics_exporter="otlp", otlp_timeout=2000)
+pipeline = build_demo_pipeline(load_reviews(400), client=OfflineLLMClient(latency_s=0.02),
+                               checkpoint_dir=tempfile.mkdtemp(), concurrency=2)
+
+async def consume():
+    async for chunk in pipeline.execute_stream_async(chunk_size=10):
+        print("CHUNK", flush=True)  # the parent signals once a chunk is done
+
+asyncio.run(consume())
+report(finished=True)
+"""
+
+
+def test_sigterm_between_a_streams_chunks_ends_the_stream_as_an_error(
+    otlp_http_receiver: OtlpHttpReceiver, figures: Figures
+) -> None:
+    """Contract 5.1: a stream stopped between chunks (here SIGTERM) ends as ERROR with what
+    it had done: one run span for the whole stream, counted once as an error run."""
+    process = jobs.start(_STREAM_CHILD.format(endpoint=otlp_http_receiver.endpoint))
+    assert process.stdout is not None
+    deadline = time.monotonic() + 60
+    for line in process.stdout:
+        if line.strip() == "CHUNK" or time.monotonic() > deadline:
+            break
+    process.send_signal(signal.SIGTERM)
+    done = jobs.finish(process, timeout=60)
+    assert done.returncode in (-signal.SIGTERM, 128 + signal.SIGTERM), done.explain()
+    assert done.result is None  # the stream did not run to its end
+    run = _run_span(otlp_http_receiver)
+    processed = int(run.attributes.get(semconv.ATTR_ROWS_PROCESSED, 0))  # type: ignore[arg-type]
+    figures.record(
+        "SIGTERM between a stream's chunks (execute_stream_async)",
+        "the process exits with 128+15 after a bounded flush",
+        "one run span for the stream, ended ERROR with the rows done; runs{status=error} +1",
+        f"run span {run.status_message[:60]!r}, {processed} of 400 rows done, "
+        f"{run.attributes.get(semconv.ATTR_STREAM_CHUNKS)} chunks",
+    )
+    assert run.is_error and "SIGTERM" in run.status_message, run.status_message
+    assert run.attributes[semconv.ATTR_STREAM_METHOD] == "execute_stream_async"
+    assert 10 <= processed < 400, run.attributes
+    assert _error_runs(otlp_http_receiver) == 1
