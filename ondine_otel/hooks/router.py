@@ -7,8 +7,8 @@ only the final outcome. litellm reports every attempt to its callbacks
 OpenTelemetry context exactly as the client wrapper finds it. Each failed attempt becomes a
 `CallRecord` with its error and the deployment's safe identity (the id the user gave it, else
 its provider/model and API host: never a key, nothing derived from one, and never litellm's raw
-parameters, which hold the key). The successful
-attempt stays the call's span, from the client wrapper.
+parameters, which hold the key). The successful attempt stays the call's span, from the client
+wrapper.
 
 litellm copies its callback list on first use and never notices later removals, so one logger
 is registered per process and stays; it does nothing while no ondine run is current. litellm is

@@ -27,7 +27,7 @@ from ondine_otel.telemetry.aggregation import SeriesRecorder
 from ondine_otel.telemetry.call_record import CallFields, CallRecord, error_of, route_of
 from ondine_otel.telemetry.guard import report
 from ondine_otel.telemetry.redaction import redact
-from ondine_otel.telemetry.tracing import MAX_ERROR_MESSAGE, span_attributes
+from ondine_otel.telemetry.tracing import error_message, span_attributes
 
 #: (provider, model, error_type) -> how to record such calls (resolved once per run and key).
 CallSink = Callable[[str | None, str, str | None], SeriesRecorder]
@@ -291,7 +291,7 @@ class LLMCalls:
             start_time=start_ns,
         )
         if error is not None:
-            message = redact(str(error))[:MAX_ERROR_MESSAGE]
+            message = error_message(error)  # no stack trace: a call's frames say nothing
             span.add_event(
                 "exception",
                 {"exception.type": type(error).__name__, "exception.message": message},

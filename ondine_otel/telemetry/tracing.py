@@ -118,13 +118,18 @@ def parent_context(environ: Mapping[str, str] | None = None) -> Context:
 MAX_ERROR_MESSAGE = 1024
 
 
+def error_message(error: BaseException) -> str:
+    """What a span may say about `error`: redacted and bounded (see `record_error`)."""
+    return redact(str(error))[:MAX_ERROR_MESSAGE]
+
+
 def record_error(span: Span, error: BaseException) -> None:
     """Mark a span failed the way backends expect: an `exception` event and status ERROR.
 
     Message and stack trace are redacted: provider errors quote API keys ("Incorrect API key
     provided: sk-...") and the rows they failed on (e-mail addresses, phone numbers).
     """
-    message = redact(str(error))[:MAX_ERROR_MESSAGE]
+    message = error_message(error)
     stacktrace = redact("".join(traceback.format_exception(error)))
     span.record_exception(
         error, {"exception.message": message, "exception.stacktrace": stacktrace}
