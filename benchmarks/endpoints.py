@@ -183,11 +183,15 @@ class Scraper(threading.Thread):
 
     def run(self) -> None:
         while not self._done.wait(self.interval):
-            try:
-                scrape(self.url)
-                self.scrapes += 1
-            except OSError:
-                self.failures += 1
+            self.scrape_once()
+
+    def scrape_once(self) -> None:
+        """One scrape now, counted (the thread's own, or one a caller times itself)."""
+        try:
+            scrape(self.url)
+            self.scrapes += 1
+        except OSError:
+            self.failures += 1
 
     def stop(self) -> None:
         self._done.set()

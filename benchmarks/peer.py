@@ -202,6 +202,10 @@ class RemoteScraper(_Remote):
     def start(self) -> None:
         self._call("start")
 
+    def scrape_once(self) -> None:
+        """One scrape, answered before this returns (the thread need not run)."""
+        self._call("scrape_once")
+
     def is_alive(self) -> bool:
         return self._final is None and bool(self._call("is_alive"))
 

@@ -66,14 +66,13 @@ class ClientPatches:
             patch = self._patches.get(id(client))
             if patch is None or patch.client is not client:
                 patch = _Patch(client)
-                instance = getattr(client, "__dict__", None)
-                if not isinstance(instance, dict):
+                if not type(client).__dictoffset__:
                     return False  # no instance dict (slots)
                 for name in _METHODS:
                     method = getattr(client, name, None)
                     if method is None or not inspect.iscoroutinefunction(method):
                         continue
-                    patch.saved[name] = instance.get(name, _MISSING)
+                    patch.saved[name] = _own(client, name, method)
                     setattr(client, name, timed(method, patch))
                 if not patch.saved:
                     return False
@@ -102,6 +101,20 @@ class ClientPatches:
                         setattr(client, name, before)
                 except AttributeError as error:
                     report("unwrapping an LLM client", error)
+
+
+def _own(client: Any, name: str, found: Any) -> Any:
+    """What the instance itself holds under `name` (what unwrapping puts back), else _MISSING.
+
+    Read without the instance's `__dict__`: on CPython 3.11+ reading it turns the instance's
+    attribute storage into a dict of its own for good, and every attribute the client's methods
+    read then takes the interpreter's slow path (measured: ~3,000 machine instructions a call,
+    0.4 % of an instant row). A method found through the class is a bound method of the class's
+    function; anything else came from the instance."""
+    from_class = getattr(type(client), name, None)
+    if inspect.ismethod(found) and found.__self__ is client and found.__func__ is from_class:
+        return _MISSING
+    return found
 
 
 def mute_own_events(llm_client: Any) -> Callable[[], None]:

@@ -432,6 +432,29 @@ def test_a_client_shared_by_runs_is_unwrapped_after_them(produced_rig: Rig, tmp_
     assert value(produced_rig.scrape(), f"{DURATION}_count") == 8
 
 
+def test_a_clients_own_call_method_is_recorded_and_put_back(
+    produced_rig: Rig, tmp_path: Path
+) -> None:
+    """A method the instance holds itself (a user's per-instance override) is what gets
+    wrapped, and what the instance holds again afterwards; a method from the class leaves
+    nothing on the instance (the wrapper learns which without reading the instance's
+    `__dict__`, which would slow every attribute read of the client for good)."""
+    client = OfflineLLMClient()
+    own_calls: list[str] = []
+    through_class = client.ainvoke
+
+    async def own(prompt: str, **kwargs: Any) -> Any:
+        own_calls.append(prompt)
+        return await through_class(prompt, **kwargs)
+
+    client.ainvoke = own  # type: ignore[method-assign]
+    build_demo_pipeline(load_reviews(3), client=client, checkpoint_dir=tmp_path).execute()
+    assert len(own_calls) == 3
+    assert vars(client)["ainvoke"] is own
+    assert "structured_invoke_async" not in vars(client)
+    assert len(chat_spans(produced_rig.finished())) == 3
+
+
 # --- the chat span policy ---------------------------------------------------------------
 
 
