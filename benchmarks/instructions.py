@@ -130,7 +130,7 @@ def _child(variant_name: str, rows: int, chunk: int | None, at: list[float], scr
     from benchmarks import variants
     from benchmarks.gctime import start_cycle_at
     from benchmarks.peer import RemoteSink
-    from benchmarks.workload import Workload, build_pipeline, execute
+    from benchmarks.workload import Workload, execute
 
     variant = variants.BY_NAME[variant_name]
     control_in = os.fdopen(int(os.environ["BENCH_CONTROL_IN"]), "r")
@@ -139,13 +139,11 @@ def _child(variant_name: str, rows: int, chunk: int | None, at: list[float], scr
     warmup = Workload("offline", WARMUP_ROWS)
     with tempfile.TemporaryDirectory(prefix="ondine-otel-instructions-") as directory:
         with variants.session(variant, sink) as active:
-            execute(build_pipeline(warmup, directory, steps=active.steps), warmup)
+            execute(_pipeline(warmup, directory, active), warmup)
         workload = Workload("offline", rows, stream_chunk=chunk)
         for phase in at:
             with variants.session(variant, sink) as active:
-                pipeline = build_pipeline(workload, directory, steps=active.steps)
-                for observer in active.observers:
-                    pipeline.add_observer(observer)
+                pipeline = _pipeline(workload, directory, active)
                 gc.collect()
                 start_cycle_at(phase)
                 _say(control_out, "ready")
@@ -161,6 +159,17 @@ def _child(variant_name: str, rows: int, chunk: int | None, at: list[float], scr
                 del pipeline
     sink.close()
     _say(control_out, "end")
+
+
+def _pipeline(workload: Any, directory: str, active: Any) -> Any:
+    """The workload's pipeline with the variant's builder steps and observers (as the timed
+    bench's `run_once` builds it)."""
+    from benchmarks.workload import build_pipeline
+
+    pipeline = build_pipeline(workload, directory, steps=active.steps)
+    for observer in active.observers:
+        pipeline.add_observer(observer)
+    return pipeline
 
 
 def _quiet_clocks() -> None:
@@ -393,7 +402,7 @@ def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions", description=__doc__)
     parser.add_argument("--rows", type=int, default=10_000, help="instant rows (execute())")
     parser.add_argument("--stream-rows", type=int, default=100_000, help="0: no stream")
-    parser.add_argument("--stream-chunk", type=int, default=10_000)
+    parser.add_argument("--stream-chunk", type=int, default=None, help="default 10,000")
     parser.add_argument(
         "--phases", type=int, default=2, help="instant: starting points in the GC cycle"
     )
@@ -408,14 +417,14 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--phase-list", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        chunk = args.stream_chunk if "--stream-chunk" in argv else None
+        chunk = args.stream_chunk  # given only for a streamed job
         at = [float(p) for p in args.phase_list.split(",")]
         _child(args.child, args.rows, chunk, at, args.scrapes)
         return 0
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
             parser.error(f"{tool} not found: install the Debian package valgrind")
-    listed = jobs(args.rows, args.stream_rows, args.stream_chunk, args.phases)
+    listed = jobs(args.rows, args.stream_rows, args.stream_chunk or 10_000, args.phases)
     if args.only:
         keep = {"bare", *args.only.split(",")}
         listed = [
